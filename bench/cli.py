@@ -1,0 +1,47 @@
+"""The ``bench`` command line. Each subcommand lives in its own module with
+``register(subparsers)``; this file only wires them together and turns input errors into
+one clear line and exit code 2."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# (subcommand module, registers these commands); modules that are absent are skipped.
+COMMAND_MODULES = ["bench.cmd_run", "bench.params", "bench.speed", "bench.sweep", "bench.leaderboard"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bench", description="Benchmark harness for unitary and orthogonal RNNs (scuRNN and baselines).")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bench.models.errors import BenchError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = args.func(args)
+    except BenchError as exc:
+        print(f"bench {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"bench {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return code or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

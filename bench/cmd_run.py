@@ -1,0 +1,127 @@
+"""``bench run`` and ``bench list``."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from bench.config import DEVICES, SCALES, WANDB_MODES, RunConfig, parse_count
+from bench.models.errors import ConfigError
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def add_run_arguments(p: argparse.ArgumentParser, *, model_required: bool = True) -> None:
+    """Flags shared by ``bench run`` and ``bench sweep`` (a sweep's fixed part)."""
+    p.add_argument("--model", required=model_required, help="model name (see `bench list`)")
+    p.add_argument("--task", required=True, help="task name (see `bench list`)")
+    p.add_argument("--seed", type=_nonneg_int, default=0, help="seed for initialisation and batching (default 0)")
+    p.add_argument("--hidden", type=_positive_int, help="hidden size n; overrides --params and the paper's size")
+    p.add_argument("--params", help="parameter budget, e.g. 16k or 16000: picks the hidden size closest to it")
+    p.add_argument("--seq-len", type=_positive_int, help="sequence length T (copying, adding)")
+    p.add_argument("--batch-size", type=_positive_int, help="training batch size (default: the task's)")
+    p.add_argument("--max-steps", type=_positive_int, help="number of optimizer steps (batches)")
+    p.add_argument("--max-epochs", type=_positive_int, help="number of epochs (used when --max-steps is not given)")
+    p.add_argument("--val-every", type=_positive_int, help="validate every this many steps")
+    p.add_argument("--opt", action="append", default=[], metavar="GROUP=OPT:LR",
+                   help="optimizer and learning rate of one parameter group, e.g. A=rmsprop:1e-4 "
+                        "(repeatable; optimizers: rmsprop, adam, adagrad, sgd)")
+    p.add_argument("--grad-clip", type=float, help="clip the global gradient norm (default: none, as the paper)")
+    p.add_argument("--scale", choices=SCALES, default="quick",
+                   help="quick: CPU-sized defaults (minutes); paper: the paper's length and training budget")
+    p.add_argument("--data-dir", help="folder with the task's data files (mnist, pmnist, timit, speech)")
+    p.add_argument("--data-seed", type=_nonneg_int, default=5544, help="seed of the synthetic data (default 5544)")
+    p.add_argument("--model-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="model option, e.g. rho=10 for scornn (repeatable; value parsed as JSON if it can be)")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="device (default: auto, chosen by Lightning)")
+    p.add_argument("--runs-dir", default="runs", help="where run folders and result.json files go (default: runs)")
+    p.add_argument("--wandb", choices=WANDB_MODES, default="auto",
+                   help="W&B mode; auto = online only if you configured W&B, offline otherwise")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or model summary")
+
+
+def config_from_args(args) -> RunConfig:
+    from bench.optim import parse_opt
+
+    opts = {}
+    for spec in args.opt:
+        group, opt, lr = parse_opt(spec)
+        opts[group] = [opt, lr]
+    model_options = {}
+    for item in args.model_opt:
+        if "=" not in item:
+            raise ConfigError(f"malformed --model-opt {item!r}: expected KEY=VALUE, e.g. rho=10")
+        key, value = item.split("=", 1)
+        try:
+            model_options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            model_options[key.strip()] = value
+    return RunConfig(
+        model=args.model, task=args.task, seed=args.seed, n_hidden=args.hidden,
+        params=parse_count(args.params) if args.params else None, seq_len=args.seq_len,
+        batch_size=args.batch_size, max_steps=args.max_steps, max_epochs=args.max_epochs,
+        val_every=args.val_every, opts=opts, grad_clip=args.grad_clip, scale=args.scale,
+        data_dir=args.data_dir, data_seed=args.data_seed, model_options=model_options, device=args.device,
+        runs_dir=args.runs_dir, wandb=args.wandb, quiet=args.quiet,
+    )
+
+
+def cmd_run(args) -> int:
+    from bench.config import resolve
+    from bench.run import run
+
+    cfg = resolve(config_from_args(args))
+    if not cfg.quiet:
+        opts = ", ".join(f"{g}={o}:{lr:g}" for g, (o, lr) in cfg.opts.items())
+        print(f"bench run: {cfg.model} on {cfg.task} (n={cfg.n_hidden}, T={cfg.seq_len}, batch={cfg.batch_size}, "
+              f"steps={cfg.max_steps}, {opts}; settings: {cfg.paper_source or 'harness defaults'})")
+    result = run(cfg)
+    m = result["metrics"]
+    shown = {k: m[k] for k in sorted(m) if k.startswith(("test_", "best_val", "final_train", "first_step"))}
+    print(f"status: {result['status']}  params: {result['n_params']}  "
+          + "  ".join(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}" for k, v in shown.items()))
+    print(f"result: {result['run_dir']}/result.json")
+    if result["status"] == "diverged":
+        print(f"bench run: {result['error']}")
+        return 3
+    return 0
+
+
+def cmd_list(args) -> int:
+    from bench.models import MODELS
+    from bench.tasks import TASKS
+
+    print("models:")
+    for name in sorted(MODELS):
+        cls = MODELS[name]
+        print(f"  {name:<9} {cls.description}  [{cls.paper}]")
+    print("tasks:")
+    for name in sorted(TASKS):
+        print(f"  {name:<9} {TASKS[name].description}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="train one model on one task and write result.json",
+                       description="Train one model on one task, evaluate on the test split, write result.json.")
+    add_run_arguments(p)
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("list", help="models and tasks, one line each")
+    p.set_defaults(func=cmd_list)

@@ -1,0 +1,161 @@
+"""The run configuration: one validated object per run, resolved from defaults, the paper's
+settings table and user overrides (in that order), before any work starts."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.models import get_model_class
+from bench.models.errors import ConfigError, UnknownNameError
+from bench.optim import get_optimizer
+from bench.paper import paper_setting
+from bench.tasks import get_task_class
+
+SCALES = ("quick", "paper")
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+DEVICES = ("auto", "cpu", "gpu", "cuda", "mps")
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines one run. ``None`` means "resolve from the defaults"."""
+
+    model: str
+    task: str
+    seed: int = 0
+    n_hidden: int | None = None
+    params: int | None = None               # parameter budget; picks n_hidden if n_hidden is None
+    seq_len: int | None = None
+    batch_size: int | None = None
+    max_steps: int | None = None
+    max_epochs: int | None = None
+    val_every: int | None = None            # validate every this many training steps
+    opts: dict[str, list] = field(default_factory=dict)   # group -> [optimizer, lr]
+    grad_clip: float | None = None          # one global norm; the references use none
+    scale: str = "quick"                    # "quick" (CPU minutes) or "paper" (the paper's protocol)
+    data_dir: str | None = None
+    data_seed: int = 5544                   # the references' seed; fixed across models and seeds
+    model_options: dict[str, Any] = field(default_factory=dict)
+    device: str = "auto"
+    runs_dir: str = "runs"
+    wandb: str = "auto"
+    quiet: bool = False
+    tags: dict[str, Any] = field(default_factory=dict)    # e.g. sweep study and trial number
+    # filled in by resolve()
+    resolved: bool = False
+    paper_source: str | None = None
+
+    # -- identity ------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def group_key(self) -> dict:
+        """The fields that define *what* was run: everything but seed and bookkeeping."""
+        skip = {"seed", "device", "runs_dir", "wandb", "quiet", "tags", "resolved", "paper_source", "data_dir"}
+        return {k: v for k, v in self.to_dict().items() if k not in skip}
+
+    def config_hash(self) -> str:
+        blob = json.dumps(self.group_key(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown config key(s) {unknown}; known keys: {sorted(known)}")
+        return cls(**data)
+
+
+def parse_count(text: str | int) -> int:
+    """``"16k"`` -> 16000, ``"1.2M"`` -> 1200000, ``"16000"`` -> 16000."""
+    if isinstance(text, int):
+        return text
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKmM]?)\s*", str(text))
+    if not m:
+        raise ConfigError(f"malformed parameter budget {text!r}: expected a number like 16000, 16k or 1.2M")
+    value = float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6}[m.group(2).lower()]
+    if value < 1:
+        raise ConfigError(f"parameter budget must be positive, got {text!r}")
+    return int(round(value))
+
+
+def _positive(cfg: RunConfig, name: str, allow_zero: bool = False):
+    value = getattr(cfg, name)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
+        raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+
+
+def resolve(cfg: RunConfig) -> RunConfig:
+    """Validate and fill every ``None`` field. Raises a ``BenchError`` naming the bad value."""
+    model_cls = get_model_class(cfg.model)
+    task_cls = get_task_class(cfg.task)
+    if cfg.scale not in SCALES:
+        raise ConfigError(f"unknown scale {cfg.scale!r}; known scales: {', '.join(SCALES)}")
+    if cfg.wandb not in WANDB_MODES:
+        raise ConfigError(f"unknown W&B mode {cfg.wandb!r}; known modes: {', '.join(WANDB_MODES)}")
+    if cfg.device not in DEVICES:
+        raise ConfigError(f"unknown device {cfg.device!r}; known devices: {', '.join(DEVICES)}")
+    for name in ("n_hidden", "params", "seq_len", "batch_size", "max_steps", "max_epochs", "val_every"):
+        _positive(cfg, name)
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
+        raise ConfigError(f"--seed must be a non-negative integer, got {cfg.seed!r}")
+    if cfg.grad_clip is not None and not cfg.grad_clip > 0:
+        raise ConfigError(f"--grad-clip must be positive, got {cfg.grad_clip!r}")
+
+    scale_defaults = task_cls.paper_scale if cfg.scale == "paper" else task_cls.defaults
+    if cfg.seq_len is None and task_cls.uses_seq_len:
+        cfg.seq_len = scale_defaults.get("seq_len")
+    task = task_cls(seq_len=cfg.seq_len, data_dir=cfg.data_dir, data_seed=cfg.data_seed)
+    for key in ("batch_size", "val_every"):
+        if getattr(cfg, key) is None:
+            setattr(cfg, key, scale_defaults.get(key))
+    if cfg.max_steps is None and cfg.max_epochs is None:
+        cfg.max_steps = scale_defaults.get("max_steps")
+        cfg.max_epochs = scale_defaults.get("max_epochs")
+
+    row = paper_setting(cfg.model, cfg.task, cfg.seq_len)
+    cfg.paper_source = row.source if row else None
+    options = {**(row.options if row else {}), **cfg.model_options}
+    cfg.model_options = options
+    if cfg.n_hidden is None:
+        if cfg.params is not None:
+            cfg.n_hidden = model_cls.hidden_for_budget(cfg.params, task.d_input, task.d_output, **options)
+        elif row is not None:
+            cfg.n_hidden = row.n_hidden
+        else:
+            cfg.n_hidden = _matched_hidden(model_cls, cfg.task, cfg.seq_len, task, options)
+    model_cls.valid_hidden(cfg.n_hidden, **options)
+
+    opts = {g: list(v) for g, v in (row.opts.items() if row else model_cls.default_opts.items()) if g in model_cls.groups}
+    for group, spec in cfg.opts.items():
+        if group not in model_cls.groups:
+            raise UnknownNameError(
+                f"unknown parameter group {group!r} for model {cfg.model}; its groups are: {', '.join(model_cls.groups)}"
+            )
+        opt, lr = spec
+        get_optimizer(opt)
+        if not float(lr) > 0:
+            raise ConfigError(f"learning rate for group {group!r} must be positive, got {lr!r}")
+        opts[group] = [opt, float(lr)]
+    for group in model_cls.groups:
+        opts.setdefault(group, list(model_cls.default_opts.get(group, ("adam", 1e-3))))
+    cfg.opts = {g: opts[g] for g in model_cls.groups}
+    cfg.resolved = True
+    return cfg
+
+
+def _matched_hidden(model_cls, task_name, seq_len, task, options) -> int:
+    """No paper row for this model: match the parameter count of scuRNN's paper setting."""
+    anchor = paper_setting("scurnn", task_name, seq_len)
+    if anchor is None:
+        return model_cls.default_hidden
+    scurnn = get_model_class("scurnn")
+    budget = scurnn.n_params(anchor.n_hidden, task.d_input, task.d_output)
+    return model_cls.hidden_for_budget(budget, task.d_input, task.d_output, **options)

@@ -1,0 +1,76 @@
+"""The one LightningModule: any model composed with any task."""
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import torch
+
+from bench.models.errors import BenchError
+from bench.optim import GroupOptimizer
+
+
+class DivergedError(BenchError):
+    """A non-finite loss or gradient; the message names the step, the group and likely causes."""
+
+
+MODRELU_HINT = (
+    "for modReLU models this is usually the singularity of modReLU near |z| = 0 (paper §4): keep "
+    "h0 trainable and away from zero, keep the bias small or non-positive, or lower the learning rate"
+)
+
+
+class SequenceModule(pl.LightningModule):
+    def __init__(self, model, task, opts: dict[str, list]):
+        super().__init__()
+        self.model, self.task, self.opts = model, task, opts
+
+    def forward(self, x):
+        return self.model(x)
+
+    def _shared(self, batch, split: str):
+        out = self.model(batch[0])
+        loss = self.task.loss(out, batch)
+        on_step = split == "train"
+        self.log(f"{split}/loss", loss, on_step=on_step, on_epoch=not on_step, prog_bar=True,
+                 batch_size=batch[0].shape[0])
+        for name, value in self.task.metrics(out, batch).items():
+            self.log(f"{split}/{name}", value, on_step=on_step, on_epoch=not on_step, prog_bar=split != "train",
+                     batch_size=batch[0].shape[0])
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        loss = self._shared(batch, "train")
+        if not torch.isfinite(loss):
+            raise DivergedError(
+                f"non-finite training loss ({loss.item()}) at step {self.global_step}; " + MODRELU_HINT
+            )
+        return loss
+
+    def on_before_optimizer_step(self, optimizer):
+        # Checked on the same step as the loss; names the first group with a bad gradient.
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is not None and not torch.isfinite(p.grad).all():
+                    raise DivergedError(
+                        f"non-finite gradient in parameter group {group.get('name', '?')!r} at step "
+                        f"{self.global_step}; " + MODRELU_HINT
+                    )
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        self.model.post_step()
+
+    def validation_step(self, batch, batch_idx):
+        self._shared(batch, "val")
+
+    def on_validation_epoch_end(self):
+        err = self.model.unitarity_error()
+        if err is not None:
+            self.log("diag/unitarity_error", float(err))
+        if self.task.baseline is not None:
+            self.log("baseline", float(self.task.baseline))
+
+    def test_step(self, batch, batch_idx):
+        self._shared(batch, "test")
+
+    def configure_optimizers(self):
+        groups = self.model.param_groups()
+        return GroupOptimizer({g: (groups.get(g, []), opt, lr) for g, (opt, lr) in self.opts.items()})

@@ -1,0 +1,57 @@
+"""The results store: one immutable result.json per run, written atomically."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+RESULT_FILE = "result.json"
+RESULT_VERSION = 1
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``.
+
+    A reader sees the old file or the whole new one, never half a file; a crash leaves at
+    most a ``.tmp-*`` file, which readers ignore.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_result(run_dir: Path, result: dict) -> Path:
+    path = Path(run_dir) / RESULT_FILE
+    if path.exists():
+        raise FileExistsError(f"{path} exists: results are immutable; start a new run directory")
+    atomic_write_text(path, json.dumps(result, indent=2, sort_keys=True, default=str) + "\n")
+    return path
+
+
+def read_result(path: Path) -> dict:
+    with open(path) as f:
+        data = json.load(f)
+    if not isinstance(data, dict) or "config" not in data or "status" not in data:
+        raise ValueError(f"{path}: not a result.json (missing 'config' or 'status')")
+    return data
+
+
+def iter_results(runs_dir: Path):
+    """Yield ``(path, result or None, error or None)`` for every result.json under ``runs_dir``."""
+    for path in sorted(Path(runs_dir).rglob(RESULT_FILE)):
+        try:
+            yield path, read_result(path), None
+        except (OSError, ValueError) as exc:
+            yield path, None, str(exc)

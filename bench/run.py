@@ -1,0 +1,236 @@
+"""The run function: one validated config -> one trained model and one result.json.
+
+``bench run``, every sweep trial and the tests call :func:`run` (DESIGN.md principle 1).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from bench.config import RunConfig, resolve
+from bench.results import atomic_write_text, write_result
+
+ACCELERATORS = {"auto": "auto", "cpu": "cpu", "gpu": "gpu", "cuda": "gpu", "mps": "mps"}
+
+
+def code_version() -> dict:
+    root = Path(__file__).resolve().parent.parent
+    info = {"package": _version("unitary-rnn-bench")}
+    try:
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if sha.returncode == 0:
+            info["git_sha"] = sha.stdout.strip()
+            dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                   capture_output=True, text=True, timeout=5)
+            info["git_dirty"] = bool(dirty.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
+def _version(dist: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
+def library_versions() -> dict:
+    libs = ("torch", "torchaudio", "lightning", "optuna", "wandb", "numpy", "pandas")
+    return {"python": platform.python_version(), **{lib: _version(lib) for lib in libs}}
+
+
+def hardware() -> dict:
+    import torch
+
+    info = {"platform": platform.platform(), "cpu_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def make_run_dir(cfg: RunConfig) -> Path:
+    base = Path(cfg.runs_dir) / cfg.task / cfg.model
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from bench.models.errors import ConfigError
+        raise ConfigError(f"cannot create runs directory {base}: {exc.strerror}; choose another with --runs-dir") from None
+    if not os.access(base, os.W_OK):
+        from bench.models.errors import ConfigError
+        raise ConfigError(f"runs directory {base} is not writable; choose another with --runs-dir")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for k in range(1000):
+        path = base / (f"{stamp}-{cfg.config_hash()[:8]}-seed{cfg.seed}" + (f"-{k}" if k else ""))
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not create a fresh run directory under {base}")
+
+
+def read_curves(run_dir: Path):
+    import pandas as pd
+
+    files = sorted(Path(run_dir).glob("csv/**/metrics.csv"))
+    if not files:
+        return None, None
+    return pd.read_csv(files[0]), files[0]
+
+
+def summarise(curves, task, metric_mode: str) -> dict:
+    """Final and best metrics from the logged curves (pure function of the CSV)."""
+    out: dict = {}
+    if curves is None:
+        return out
+    train = curves.dropna(subset=["train/loss"]) if "train/loss" in curves else None
+    if train is not None and len(train):
+        out["final_train_loss"] = float(train["train/loss"].iloc[-10:].mean())
+        out["train_steps_logged"] = int(train["step"].iloc[-1]) + 1
+        if task.baseline is not None:
+            below = train[train["train/loss"] < task.baseline]
+            out["first_step_below_baseline"] = int(below["step"].iloc[0]) + 1 if len(below) else None
+    key = f"val/{task.metric}"
+    if key in curves:
+        val = curves.dropna(subset=[key])
+        if len(val):
+            best = val[key].idxmax() if metric_mode == "max" else val[key].idxmin()
+            out["final_val_" + task.metric] = float(val[key].iloc[-1])
+            out["best_val_" + task.metric] = float(val.loc[best, key])
+            out["best_val_step"] = int(val.loc[best, "step"]) + 1
+    if "val/loss" in curves:
+        val = curves.dropna(subset=["val/loss"])
+        if len(val):
+            out["final_val_loss"] = float(val["val/loss"].iloc[-1])
+            out["best_val_loss"] = float(val["val/loss"].min())
+    if "diag/unitarity_error" in curves:
+        u = curves["diag/unitarity_error"].dropna()
+        if len(u):
+            out["max_unitarity_error"] = float(u.max())
+    return out
+
+
+def _quiet_lightning():
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero",
+                 "lightning.pytorch.accelerators.cuda"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
+    warnings.filterwarnings("ignore", message=".*The number of training batches.*")
+
+
+def run(cfg: RunConfig, *, callbacks: list | None = None) -> dict:
+    """Train ``cfg.model`` on ``cfg.task``, evaluate on the test split, write result.json.
+
+    Validation of the config happens before any work. Returns the result dict (also written
+    to ``<run_dir>/result.json``). Extra Lightning ``callbacks`` (e.g. a sweep's pruning
+    callback) are appended to the harness's own.
+    """
+    if not cfg.resolved:
+        cfg = resolve(cfg)
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+
+    from bench.models import build_model
+    from bench.module import DivergedError, SequenceModule
+    from bench.tasks import build_task
+    from bench.tracking import finish_wandb, make_loggers
+
+    if cfg.quiet:
+        _quiet_lightning()
+    task = build_task(cfg.task, seq_len=cfg.seq_len, data_dir=cfg.data_dir, data_seed=cfg.data_seed)
+    datamodule = task.datamodule(cfg.batch_size)  # data errors surface before the run dir exists
+    run_dir = make_run_dir(cfg)
+    atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2, default=str) + "\n")
+
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    model = build_model(cfg.model, task.d_input, task.d_output, cfg.n_hidden, **cfg.model_options)
+    module = SequenceModule(model, task, cfg.opts)
+    run_name = f"{cfg.model}-{cfg.task}-n{cfg.n_hidden}-s{cfg.seed}"
+    loggers, mode = make_loggers(cfg, run_dir, run_name)
+    monitor = f"val/{task.metric}"
+    checkpoint = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), monitor=monitor, mode=task.metric_mode,
+                                 save_last=True, save_top_k=1, filename="best")
+    cbs = [checkpoint] + list(callbacks or [])
+    if not cfg.quiet:
+        cbs.append(TQDMProgressBar(refresh_rate=10))
+    val_every = min(cfg.val_every, cfg.max_steps) if cfg.max_steps else cfg.val_every
+    trainer = pl.Trainer(
+        accelerator=ACCELERATORS[cfg.device], devices=1, max_steps=cfg.max_steps or -1,
+        max_epochs=cfg.max_epochs if cfg.max_epochs else (-1 if cfg.max_steps else None),
+        val_check_interval=val_every, check_val_every_n_epoch=None, num_sanity_val_steps=0,
+        gradient_clip_val=cfg.grad_clip, logger=loggers, callbacks=cbs, log_every_n_steps=10,
+        enable_progress_bar=not cfg.quiet, enable_model_summary=not cfg.quiet,
+        default_root_dir=str(run_dir),
+    )
+    status, error, test_final, test_best = "completed", None, {}, {}
+    started = time.time()
+    try:
+        trainer.fit(module, datamodule=datamodule)
+        if trainer.interrupted:
+            status = "interrupted"
+        else:
+            test_final = trainer.test(module, datamodule=datamodule, verbose=not cfg.quiet)[0]
+            if checkpoint.best_model_path:
+                test_best = trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint.best_model_path,
+                                         verbose=False)[0]
+    except DivergedError as exc:
+        status, error = "diverged", str(exc)
+    finally:
+        finish_wandb()
+    wall = time.time() - started
+
+    curves, curves_path = read_curves(run_dir)
+    summary = summarise(curves, task, task.metric_mode)
+    metrics = {**summary, **{k.replace("/", "_"): float(v) for k, v in test_final.items()},
+               **{"best_ckpt_" + k.replace("/", "_"): float(v) for k, v in test_best.items()}}
+    result = {
+        "result_version": 1,
+        "status": status,
+        "error": error,
+        "config": cfg.to_dict(),
+        "config_hash": cfg.config_hash(),
+        "seed": cfg.seed,
+        "model": cfg.model,
+        "task": cfg.task,
+        "n_hidden": cfg.n_hidden,
+        "n_params": model.count_params(),
+        "task_info": task.info(),
+        "metric": {"name": task.metric, "mode": task.metric_mode},
+        "metrics": {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()},
+        "global_step": int(trainer.global_step),
+        "wall_time_s": round(wall, 3),
+        "seconds_per_step": round(wall / max(1, trainer.global_step), 5),
+        "curves": str(curves_path.relative_to(run_dir)) if curves_path else None,
+        "checkpoints": {"best": _rel(checkpoint.best_model_path, run_dir),
+                        "last": _rel(checkpoint.last_model_path, run_dir)},
+        "wandb": {"mode": mode, "dir": str(run_dir / "wandb") if mode != "disabled" else None},
+        "code_version": code_version(),
+        "library_versions": library_versions(),
+        "hardware": hardware(),
+        "command": " ".join(sys.argv) if sys.argv else None,
+        "run_dir": str(run_dir),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    write_result(run_dir, result)
+    return result
+
+
+def _rel(path: str | None, run_dir: Path) -> str | None:
+    if not path:
+        return None
+    try:
+        return str(Path(path).relative_to(run_dir))
+    except ValueError:
+        return path

@@ -1,0 +1,128 @@
+"""The interface every recurrent model implements, and the model registry.
+
+A model is a plain ``torch.nn.Module`` that maps a sequence to per-step outputs::
+
+    model = build_model("scurnn", d_input=1, d_output=10, n_hidden=116)
+    y = model(x)            # (B, L, d_input) -> (B, L, d_output)
+
+REQUIRED members of a subclass:
+    name (str)                  registry key, e.g. ``"scurnn"``
+    description (str)           one line for ``bench list``
+    paper (str)                 where the architecture comes from
+    n_params(n, d_input, d_output, **options) -> int
+                                exact count of effective trainable degrees of freedom
+    forward(x)                  (B, L, d_input) -> (B, L, d_output)
+    param_groups() -> dict      group name -> list of parameters (e.g. ``A``, ``D``, ``other``);
+                                every trainable parameter is in exactly one group
+OPTIONAL:
+    valid_hidden(n, **options)  raise ``InvalidHiddenSizeError`` for an impossible n
+    hidden_step (int)           n must be a multiple of this (default 1)
+    post_step()                 called after each optimizer step (projections, re-basing)
+    unitarity_error()           max |W^H W - I| of the recurrent matrix, for diagnostics
+"""
+from __future__ import annotations
+
+from typing import Callable, ClassVar
+
+import torch
+from torch import nn
+
+from .errors import InvalidHiddenSizeError, UnknownNameError
+
+MODELS: dict[str, type["RecurrentModel"]] = {}
+
+
+class RecurrentModel(nn.Module):
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    groups: ClassVar[tuple[str, ...]] = ("other",)
+    hidden_step: ClassVar[int] = 1
+    default_hidden: ClassVar[int] = 64
+    # optimizers for tasks the paper gives none for: group -> (optimizer, lr)
+    default_opts: ClassVar[dict] = {"A": ("rmsprop", 1e-4), "D": ("adagrad", 1e-3), "other": ("adam", 1e-3)}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.name:
+            MODELS[cls.name] = cls
+
+    def __init__(self, d_input: int, d_output: int, n_hidden: int):
+        super().__init__()
+        for label, value in (("d_input", d_input), ("d_output", d_output), ("hidden size", n_hidden)):
+            if not isinstance(value, int) or value <= 0:
+                raise InvalidHiddenSizeError(f"{self.name}: {label} must be a positive integer, got {value!r}")
+        self.valid_hidden(n_hidden)
+        self.d_input, self.d_output, self.n_hidden = d_input, d_output, n_hidden
+
+    # -- interface -------------------------------------------------------------------
+    @classmethod
+    def n_params(cls, n: int, d_input: int, d_output: int, **options) -> int:
+        raise NotImplementedError(f"{cls.__name__} must define n_params(n, d_input, d_output)")
+
+    @classmethod
+    def valid_hidden(cls, n: int, **options) -> None:
+        if n % cls.hidden_step:
+            raise InvalidHiddenSizeError(
+                f"{cls.name}: hidden size must be a multiple of {cls.hidden_step}, got {n}"
+            )
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {"other": [p for p in self.parameters() if p.requires_grad]}
+
+    def post_step(self) -> None:
+        """Hook run after every optimizer step; most models need none."""
+
+    def unitarity_error(self) -> float | None:
+        return None
+
+    # -- shared helpers --------------------------------------------------------------
+    def count_params(self) -> int:
+        """Effective degrees of freedom; equals ``n_params`` (tests check it)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    @classmethod
+    def hidden_for_budget(cls, budget: int, d_input: int, d_output: int, **options) -> int:
+        """The valid hidden size whose parameter count is closest to ``budget``."""
+        best, best_gap, n = None, None, 1
+        while True:
+            try:
+                cls.valid_hidden(n, **options)
+            except InvalidHiddenSizeError:
+                n += 1
+                if n > 1 << 16:
+                    break
+                continue
+            count = cls.n_params(n, d_input, d_output, **options)
+            gap = abs(count - budget)
+            if best_gap is None or gap < best_gap:
+                best, best_gap = n, gap
+            if count > budget:
+                break
+            n += 1
+        if best is None:
+            raise InvalidHiddenSizeError(f"{cls.name}: no valid hidden size for a budget of {budget}")
+        return best
+
+
+def get_model_class(name: str | type | Callable) -> type[RecurrentModel]:
+    """Registry entry for ``name``; a class is passed through (STYLE: name->callable tables)."""
+    if isinstance(name, type) and issubclass(name, RecurrentModel):
+        return name
+    if name not in MODELS:
+        raise UnknownNameError(
+            f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}"
+        )
+    return MODELS[name]
+
+
+def build_model(name: str, d_input: int, d_output: int, n_hidden: int, **options) -> RecurrentModel:
+    return get_model_class(name)(d_input=d_input, d_output=d_output, n_hidden=n_hidden, **options)
+
+
+def glorot_(tensor: torch.Tensor) -> torch.Tensor:
+    """Glorot-uniform over the tensor's 2-D shape (fan_in = rows, fan_out = cols)."""
+    fan_in, fan_out = tensor.shape[0], tensor.shape[1]
+    bound = (6.0 / (fan_in + fan_out)) ** 0.5
+    with torch.no_grad():
+        return tensor.uniform_(-bound, bound)

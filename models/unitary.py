@@ -1,0 +1,143 @@
+"""Shared unitary/orthogonal math: the scaled Cayley map, modReLU, complex-as-real helpers.
+
+Conventions (reference/models.md §1): row vectors, ``h_t = sigma(x_t U + h_{t-1} W)``, and a
+complex state ``h = a + ib`` stored as the real row ``[a | b]``. A complex matrix ``X + iY``
+acting on the right is then the real block ``[[X, Y], [-Y, X]]``: one real GEMM per step.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+# ε of the reference modReLU (scuRNN.py, stwisdom/urnn models.py): inside the root and in the
+# denominator.
+MODRELU_EPS = 1e-5
+
+
+class _ScaleGrad(torch.autograd.Function):
+    """Identity in the forward pass; multiplies the incoming gradient by ``scale``."""
+
+    @staticmethod
+    def forward(ctx, x, scale):
+        ctx.save_for_backward(scale)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (scale,) = ctx.saved_tensors
+        return grad * scale, None
+
+
+def scale_grad(x: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
+    if not torch.is_tensor(scale):
+        scale = torch.tensor(scale, dtype=x.dtype, device=x.device)
+    return _ScaleGrad.apply(x, scale)
+
+
+def skew_symmetric(free: torch.Tensor, n: int) -> torch.Tensor:
+    """n x n real skew-symmetric matrix from its strict upper triangle (n(n-1)/2 values)."""
+    rows, cols = torch.triu_indices(n, n, offset=1, device=free.device)
+    upper = free.new_zeros(n, n).index_put((rows, cols), free)
+    return upper - upper.T
+
+
+def symmetric(free: torch.Tensor, n: int) -> torch.Tensor:
+    """n x n real symmetric matrix from its upper triangle with diagonal (n(n+1)/2 values)."""
+    rows, cols = torch.triu_indices(n, n, offset=0, device=free.device)
+    upper = free.new_zeros(n, n).index_put((rows, cols), free)
+    return upper + upper.T - torch.diag(torch.diagonal(upper))
+
+
+def skew_hermitian(re_free: torch.Tensor, im_free: torch.Tensor, n: int) -> torch.Tensor:
+    """Complex skew-Hermitian A = S + iT, S skew-symmetric, T symmetric (n^2 real dof)."""
+    return torch.complex(skew_symmetric(re_free, n), symmetric(im_free, n))
+
+
+def scaled_cayley(A: torch.Tensor, d: torch.Tensor, *, solve_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """W = (I + A)^{-1} (I - A) D with D = diag(d), by a linear solve (never an inverse).
+
+    One code path for real and complex: ``A`` skew-symmetric with ``d`` in {+1, -1}^n gives
+    scoRNN's orthogonal W; ``A`` skew-Hermitian with ``d = e^{i theta}`` gives scuRNN's unitary
+    W. ``I + A`` is always invertible (its singular values are >= 1).
+
+    Args:
+        A: (n, n) skew-symmetric or skew-Hermitian matrix.
+        d: (n,) diagonal of D, real or complex.
+        solve_dtype: dtype to solve in (e.g. ``torch.complex128``) before casting back to
+            ``A.dtype``; the reference codes build W in float64. Default: ``A.dtype``.
+
+    Example::
+
+        >>> A = skew_hermitian(torch.randn(6), torch.randn(10), 4)
+        >>> W = scaled_cayley(A, torch.exp(1j * torch.rand(4)))
+        >>> torch.allclose(W.mH @ W, torch.eye(4, dtype=W.dtype), atol=1e-5)
+        True
+    """
+    out_dtype = torch.promote_types(A.dtype, d.dtype)
+    work = solve_dtype or out_dtype
+    if out_dtype.is_complex and not work.is_complex:
+        work = torch.complex128 if work == torch.float64 else torch.complex64
+    A_ = A.to(work)
+    eye = torch.eye(A.shape[-1], dtype=work, device=A.device)
+    K = torch.linalg.solve(eye + A_, eye - A_)
+    return (K * d.to(work).unsqueeze(-2)).to(out_dtype)
+
+
+def complex_to_real_block(W: torch.Tensor) -> torch.Tensor:
+    """Complex (n, n) -> real (2n, 2n) block ``[[X, Y], [-Y, X]]`` for right multiplication."""
+    X, Y = W.real, W.imag
+    return torch.cat([torch.cat([X, Y], dim=1), torch.cat([-Y, X], dim=1)], dim=0)
+
+
+def modrelu_complex(z: torch.Tensor, bias: torch.Tensor, eps: float = MODRELU_EPS) -> torch.Tensor:
+    """modReLU of the paper's eq. (5) on a real ``[Re | Im]`` row of length 2n.
+
+    ``z * ReLU(|z|_eps + b) / (|z|_eps + eps)`` with ``|z|_eps = sqrt(Re^2 + Im^2 + eps)``.
+    """
+    n = bias.shape[-1]
+    re, im = z[..., :n], z[..., n:]
+    mag = torch.sqrt(re * re + im * im + eps)
+    scale = torch.relu(mag + bias) / (mag + eps)
+    return z * torch.cat([scale, scale], dim=-1)
+
+
+def modrelu_real(z: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Real modReLU of scoRNN/expRNN: ``sign(z) * ReLU(|z| + b)``."""
+    return torch.sign(z) * torch.relu(z.abs() + bias)
+
+
+def cayley_block_init(n: int, *, high: float = math.pi / 2, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Strict-upper-triangle values of scoRNN's "Cayley init" of a skew-symmetric A.
+
+    u_j ~ U(0, high), s_j = -tan(u_j / 2) at positions (0,1), (2,3), ...; the Cayley image of
+    each 2x2 block is a rotation by u_j (reference/models.md §2.2). Returns n(n-1)/2 values
+    in the ``torch.triu_indices(n, n, 1)`` order.
+    """
+    u = torch.rand(n // 2, generator=generator, dtype=torch.float64) * high
+    s = -torch.tan(u / 2)
+    rows, cols = torch.triu_indices(n, n, offset=1)
+    free = torch.zeros(rows.numel(), dtype=torch.float64)
+    block = (rows % 2 == 0) & (cols == rows + 1)
+    free[block] = s
+    return free
+
+
+def unroll(xu: torch.Tensor, h0: torch.Tensor, W: torch.Tensor, activation) -> torch.Tensor:
+    """Plain recurrence ``h_t = activation(xu_t + h_{t-1} W)`` over all steps.
+
+    xu: (B, L, d) input projections for every step (one GEMM outside the loop);
+    h0: (1, d) or (B, d); W: (d, d). Returns (B, L, d). Nothing here synchronises the device.
+    """
+    h = h0.expand(xu.shape[0], -1)
+    outs = []
+    for t in range(xu.shape[1]):
+        h = activation(torch.addmm(xu[:, t], h, W))
+        outs.append(h)
+    return torch.stack(outs, dim=1)
+
+
+def unitarity_error(W: torch.Tensor) -> float:
+    """max |W^H W - I| (W complex or real)."""
+    eye = torch.eye(W.shape[-1], dtype=W.dtype, device=W.device)
+    return (W.mH @ W - eye).abs().max().item()
