@@ -1,0 +1,208 @@
+"""The harness foundation: per-group optimizer, run function, determinism, errors, CLI."""
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from bench.cli import main as bench_main
+from bench.config import RunConfig, resolve
+from bench.models import build_model
+from bench.optim import GroupOptimizer
+from bench.run import run
+
+
+def tiny(tmp_path, **kw):
+    base = dict(model="scurnn", task="copying", seq_len=20, n_hidden=32, max_steps=300, val_every=100,
+                runs_dir=str(tmp_path), wandb="disabled", quiet=True)
+    base.update(kw)
+    return RunConfig(**base)
+
+
+# ---- per-group optimizer -------------------------------------------------------------------
+def test_each_group_steps_with_its_own_class_and_rate():
+    a, b, c = (torch.nn.Parameter(torch.tensor([1.0, -2.0])) for _ in range(3))
+    opt = GroupOptimizer({"A": ([a], "rmsprop", 0.1), "D": ([b], "adam", 0.01), "other": ([c], "sgd", 0.5)})
+    g = torch.tensor([0.3, -0.4])
+    for p in (a, b, c):
+        p.grad = g.clone()
+    opt.step()
+    # RMSprop (alpha=0.9, eps=1e-8): v = 0.1 g^2; p -= lr g / (sqrt(v) + eps)
+    expected_a = torch.tensor([1.0, -2.0]) - 0.1 * g / (torch.sqrt(0.1 * g * g) + 1e-8)
+    # Adam first step: m_hat = g, v_hat = g^2 -> p -= lr g / (|g| + eps)
+    expected_b = torch.tensor([1.0, -2.0]) - 0.01 * g / (g.abs() + 1e-8)
+    expected_c = torch.tensor([1.0, -2.0]) - 0.5 * g
+    torch.testing.assert_close(a.data, expected_a)
+    torch.testing.assert_close(b.data, expected_b)
+    torch.testing.assert_close(c.data, expected_c)
+    assert [grp["name"] for grp in opt.param_groups] == ["A", "D", "other"]
+
+
+def test_optimizer_state_resumes_to_identical_next_step():
+    torch.manual_seed(0)
+    model = build_model("scurnn", 3, 2, 6)
+    spec = {"A": "rmsprop", "D": "adagrad", "other": "adam"}
+    make = lambda m: GroupOptimizer({g: (ps, spec[g], 1e-2) for g, ps in m.param_groups().items()})
+    x, y = torch.randn(4, 5, 3), torch.randn(4, 5, 2)
+
+    def step(m, opt):
+        opt.zero_grad()
+        ((m(x) - y) ** 2).mean().backward()
+        opt.step()
+
+    opt = make(model)
+    for _ in range(3):
+        step(model, opt)
+    # as a checkpoint would: serialised copies, not live references
+    saved_model, saved_opt = copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict())
+    twin = build_model("scurnn", 3, 2, 6)
+    twin.load_state_dict(saved_model)
+    twin_opt = make(twin)
+    twin_opt.load_state_dict(saved_opt)
+    step(model, opt)
+    step(twin, twin_opt)
+    for p, q in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_param_groups_cover_every_parameter_once():
+    model = build_model("scurnn", 10, 9, 8)
+    opt = GroupOptimizer({g: (ps, "adam", 1e-3) for g, ps in model.param_groups().items()})
+    seen = [id(p) for grp in opt.param_groups for p in grp["params"]]
+    assert sorted(seen) == sorted(id(p) for p in model.parameters())
+
+
+def test_w_stays_unitary_after_200_steps_float32():
+    torch.manual_seed(0)
+    model = build_model("scurnn", 10, 9, 24)
+    opts = {"A": "rmsprop", "D": "adam", "other": "rmsprop"}
+    opt = GroupOptimizer({g: (ps, opts[g], 1e-2) for g, ps in model.param_groups().items()})
+    x, y = torch.randn(8, 12, 10), torch.randint(0, 9, (8, 12))
+    for _ in range(200):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x).reshape(-1, 9), y.reshape(-1)).backward()
+        opt.step()
+    assert model.A_re.abs().max() > 0.5   # A really moved
+    assert model.unitarity_error() < 1e-5
+
+
+# ---- the run function ----------------------------------------------------------------------
+def test_copying_goes_below_baseline(tmp_path):
+    result = run(tiny(tmp_path))
+    baseline = result["task_info"]["baseline"]
+    assert baseline == pytest.approx(10 * torch.log(torch.tensor(8.0)).item() / 40)
+    assert result["status"] == "completed"
+    assert result["metrics"]["test_loss"] < 0.5 * baseline
+    assert result["metrics"]["first_step_below_baseline"] is not None
+    assert result["metrics"]["max_unitarity_error"] < 1e-5
+    assert result["global_step"] == 300          # counts batches, not inner optimizer steps
+
+
+def test_adding_goes_below_baseline(tmp_path):
+    result = run(tiny(tmp_path, task="adding", seq_len=10, max_steps=400))
+    assert result["metrics"]["test_mse"] < 0.8 * (1 / 6)
+
+
+def test_same_seed_gives_identical_losses(tmp_path):
+    curves = []
+    for sub in ("a", "b"):
+        result = run(tiny(tmp_path / sub, max_steps=60, val_every=30, seed=7))
+        curves.append(pd.read_csv(Path(result["run_dir"]) / result["curves"])["train/loss"].dropna().tolist())
+    assert len(curves[0]) >= 5 and curves[0] == curves[1]
+    other = run(tiny(tmp_path / "c", max_steps=60, val_every=30, seed=8))
+    assert pd.read_csv(Path(other["run_dir"]) / other["curves"])["train/loss"].dropna().tolist() != curves[0]
+
+
+def test_global_norm_clipping(tmp_path):
+    import lightning.pytorch as pl
+
+    norms = []
+
+    class Record(pl.Callback):
+        def on_train_batch_end(self, trainer, module, *args):
+            grads = [p.grad for p in module.parameters() if p.grad is not None]
+            norms.append(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])).item())
+
+    run(tiny(tmp_path, max_steps=5, val_every=5, grad_clip=1e-3), callbacks=[Record()])
+    assert len(norms) == 5 and max(norms) <= 1e-3 * (1 + 1e-4)
+
+
+def test_result_json_contents(tmp_path):
+    result = run(tiny(tmp_path, max_steps=20, val_every=10, opts={"A": ["adagrad", 1e-3]}))
+    on_disk = json.loads((Path(result["run_dir"]) / "result.json").read_text())
+    assert on_disk["config"]["opts"] == {"A": ["adagrad", 1e-3], "D": ["adam", 1e-4], "other": ["rmsprop", 1e-3]}
+    assert on_disk["n_params"] == 32 * 32 + 2 * 32 + 2 * 32 * 10 + 2 * 32 * 9 + 9 + 2 * 32
+    for key in ("seed", "code_version", "library_versions", "metrics", "curves", "config_hash", "wall_time_s"):
+        assert key in on_disk
+    assert on_disk["library_versions"]["torch"].startswith("2.")
+    assert (Path(result["run_dir"]) / on_disk["checkpoints"]["last"]).exists()
+
+
+# ---- configuration and errors --------------------------------------------------------------
+def test_paper_settings_resolve_for_scurnn():
+    cfg = resolve(RunConfig(model="scurnn", task="copying", seq_len=1000))
+    assert cfg.n_hidden == 130 and cfg.opts["A"] == ["adagrad", 1e-4] and "§5.2" in cfg.paper_source
+    cfg = resolve(RunConfig(model="scurnn", task="adding", seq_len=750, opts={"D": ["sgd", 0.1]}))
+    assert cfg.n_hidden == 116 and cfg.opts == {"A": ["rmsprop", 1e-4], "D": ["sgd", 0.1], "other": ["rmsprop", 1e-3]}
+    cfg = resolve(RunConfig(model="scurnn", task="copying", params=16_482, scale="paper"))
+    assert cfg.seq_len == 2000 and cfg.max_steps == 2000 and cfg.batch_size == 20
+
+
+BAD_INPUTS = [
+    (["run", "--model", "nope", "--task", "copying"], "unknown model 'nope'; known models: "),
+    (["run", "--model", "scurnn", "--task", "nope"], "unknown task 'nope'; known tasks: "),
+    (["run", "--model", "scurnn", "--task", "copying", "--opt", "A=lbfgs:1e-3"],
+     "unknown optimizer 'lbfgs'; known optimizers: adagrad, adam, rmsprop, sgd"),
+    (["run", "--model", "scurnn", "--task", "copying", "--opt", "B=adam:1e-3"],
+     "unknown parameter group 'B' for model scurnn; its groups are: A, D, other"),
+    (["run", "--model", "scurnn", "--task", "copying", "--opt", "A-rmsprop"],
+     "malformed --opt 'A-rmsprop': expected GROUP=OPTIMIZER:LR, e.g. A=rmsprop:1e-4"),
+    (["run", "--model", "scurnn", "--task", "copying", "--opt", "A=adam:-1"],
+     "--opt 'A=adam:-1': learning rate must be positive, got -1"),
+    (["run", "--model", "scurnn", "--task", "copying", "--params", "lots"],
+     "malformed parameter budget 'lots': expected a number like 16000, 16k or 1.2M"),
+    (["run", "--model", "scurnn", "--task", "adding", "--seq-len", "2"],
+     "adding: sequence length must be at least 3"),
+]
+
+
+@pytest.mark.parametrize("argv,message", BAD_INPUTS)
+def test_bad_inputs_give_clear_errors(argv, message, capsys, tmp_path):
+    code = bench_main(argv + ["--runs-dir", str(tmp_path), "--wandb", "disabled"])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err
+    assert not any(tmp_path.iterdir())      # no work started, nothing written
+
+
+@pytest.mark.parametrize("flag,value", [("--hidden", "0"), ("--seq-len", "-5"), ("--batch-size", "x"),
+                                        ("--max-steps", "0")])
+def test_non_positive_sizes_are_rejected_by_the_parser(flag, value, capsys):
+    with pytest.raises(SystemExit) as exc:
+        bench_main(["run", "--model", "scurnn", "--task", "copying", flag, value])
+    assert exc.value.code == 2
+    assert f"argument {flag}: expected a positive integer, got '{value}'" in capsys.readouterr().err
+
+
+def test_bench_run_subprocess_writes_result_and_offline_wandb(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env["HOME"] = str(tmp_path)              # no ~/.netrc: W&B must fall back to offline, never prompt
+    cmd = [sys.executable, "-m", "bench.cli", "run", "--model", "scurnn", "--task", "copying", "--seq-len", "10",
+           "--hidden", "8", "--max-steps", "20", "--val-every", "10", "--runs-dir", str(tmp_path / "runs"), "--quiet"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = list((tmp_path / "runs").rglob("result.json"))
+    assert len(results) == 1
+    result = json.loads(results[0].read_text())
+    assert result["status"] == "completed" and result["wandb"]["mode"] == "offline"
+    assert list(results[0].parent.glob("wandb/offline-run-*/run-*.wandb"))
+
+
+def test_bench_list(capsys):
+    assert bench_main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "scurnn" in out and "copying" in out and "adding" in out
