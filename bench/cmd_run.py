@@ -28,10 +28,10 @@ def _nonneg_int(text: str) -> int:
     return value
 
 
-def add_run_arguments(p: argparse.ArgumentParser, *, model_required: bool = True) -> None:
+def add_run_arguments(p: argparse.ArgumentParser, *, model_required: bool = True, task_required: bool = True) -> None:
     """Flags shared by ``bench run`` and ``bench sweep`` (a sweep's fixed part)."""
     p.add_argument("--model", required=model_required, help="model name (see `bench list`)")
-    p.add_argument("--task", required=True, help="task name (see `bench list`)")
+    p.add_argument("--task", required=task_required, help="task name (see `bench list`)")
     p.add_argument("--seed", type=_nonneg_int, default=0, help="seed for initialisation and batching (default 0)")
     p.add_argument("--hidden", type=_positive_int, help="hidden size n; overrides --params and the paper's size")
     p.add_argument("--params", help="parameter budget, e.g. 16k or 16000: picks the hidden size closest to it")
@@ -85,14 +85,31 @@ def config_from_args(args) -> RunConfig:
 
 def cmd_run(args) -> int:
     from bench.config import resolve
-    from bench.run import run
+    from bench.run import EXIT_DIVERGED, EXIT_PREEMPTED, load_resume_config, run
 
+    if args.resume:
+        cfg = load_resume_config(args.resume)
+        if not cfg.quiet and args.quiet:
+            cfg.quiet = True
+        print(f"bench run: resuming {args.resume}")
+        result = run(cfg, resume_dir=args.resume)
+        return _report(result, EXIT_DIVERGED, EXIT_PREEMPTED)
+    if not args.model or not args.task:
+        raise ConfigError("bench run needs --model and --task (or --resume RUN_DIR); see `bench list`")
     cfg = resolve(config_from_args(args))
     if not cfg.quiet:
         opts = ", ".join(f"{g}={o}:{lr:g}" for g, (o, lr) in cfg.opts.items())
         print(f"bench run: {cfg.model} on {cfg.task} (n={cfg.n_hidden}, T={cfg.seq_len}, batch={cfg.batch_size}, "
               f"steps={cfg.max_steps}, {opts}; settings: {cfg.paper_source or 'harness defaults'})")
     result = run(cfg)
+    return _report(result, EXIT_DIVERGED, EXIT_PREEMPTED)
+
+
+def _report(result: dict, exit_diverged: int, exit_preempted: int) -> int:
+    if result["status"] in ("preempted", "interrupted"):
+        print(f"bench run: {result['status']} at step {result['step']}; checkpoint saved. Continue with: "
+              f"{result['resume']}")
+        return exit_preempted
     m = result["metrics"]
     shown = {k: m[k] for k in sorted(m) if k.startswith(("test_", "best_val", "final_train", "first_step"))}
     print(f"status: {result['status']}  params: {result['n_params']}  "
@@ -100,7 +117,7 @@ def cmd_run(args) -> int:
     print(f"result: {result['run_dir']}/result.json")
     if result["status"] == "diverged":
         print(f"bench run: {result['error']}")
-        return 3
+        return exit_diverged
     return 0
 
 
@@ -121,7 +138,9 @@ def cmd_list(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("run", help="train one model on one task and write result.json",
                        description="Train one model on one task, evaluate on the test split, write result.json.")
-    add_run_arguments(p)
+    add_run_arguments(p, model_required=False, task_required=False)
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue a preempted or killed run from its checkpoint, in its own folder")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("list", help="models and tasks, one line each")
     p.set_defaults(func=cmd_list)

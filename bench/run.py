@@ -19,6 +19,11 @@ from bench.config import RunConfig, resolve
 from bench.results import atomic_write_text, write_result
 
 ACCELERATORS = {"auto": "auto", "cpu": "cpu", "gpu": "gpu", "cuda": "gpu", "mps": "mps"}
+# Exit code of `bench run` when SIGTERM/SIGUSR1 stopped it after saving a checkpoint
+# (EX_TEMPFAIL: "try again"); continue with `bench run --resume RUN_DIR`.
+EXIT_PREEMPTED = 75
+EXIT_DIVERGED = 3
+PREEMPT_CKPT = "preempt.ckpt"
 
 
 def code_version() -> dict:
@@ -81,12 +86,29 @@ def make_run_dir(cfg: RunConfig) -> Path:
 
 
 def read_curves(run_dir: Path):
+    """The run's logged metrics, joined across resumed parts (csv/metrics.csv, csv/part1/...).
+
+    A later part starts at its checkpoint's step; rows an earlier part logged from that step on
+    (after the checkpoint, before the kill) are dropped, so every step appears once.
+    """
     import pandas as pd
 
-    files = sorted(Path(run_dir).glob("csv/**/metrics.csv"))
-    if not files:
+    run_dir = Path(run_dir)
+    files = [run_dir / "csv" / "metrics.csv"] + sorted(run_dir.glob("csv/part*/metrics.csv"),
+                                                       key=lambda f: int(f.parent.name[4:]))
+    parts = [pd.read_csv(f) for f in files if f.exists() and f.stat().st_size]
+    if not parts:
         return None, None
-    return pd.read_csv(files[0]), files[0]
+    merged = parts[0]
+    for part in parts[1:]:
+        start = part["step"].min() if len(part) else None
+        if start is not None:
+            merged = merged[merged["step"] < start]
+        merged = pd.concat([merged, part], ignore_index=True)
+    out = run_dir / "csv" / "curves.csv"
+    if len(parts) > 1 or not out.exists():
+        atomic_write_text(out, merged.to_csv(index=False))
+    return merged, out
 
 
 def summarise(curves, task, metric_mode: str) -> dict:
@@ -130,17 +152,99 @@ def _quiet_lightning():
     warnings.filterwarnings("ignore", message=".*The number of training batches.*")
 
 
-def run(cfg: RunConfig, *, callbacks: list | None = None) -> dict:
+def load_resume_config(run_dir: str | Path) -> RunConfig:
+    """The config of an unfinished run folder, with a clear error if it cannot be resumed."""
+    from bench.models.errors import ConfigError
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise ConfigError(f"cannot resume {run_dir}: no config.json there (is it a run folder made by `bench run`?)")
+    if (run_dir / "result.json").exists():
+        raise ConfigError(f"cannot resume {run_dir}: the run already finished (result.json exists)")
+    if resume_checkpoint(run_dir) is None:
+        raise ConfigError(f"cannot resume {run_dir}: no checkpoints/{PREEMPT_CKPT} or checkpoints/last.ckpt")
+    return RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+
+
+def resume_checkpoint(run_dir: Path) -> Path | None:
+    for name in (PREEMPT_CKPT, "last.ckpt"):
+        path = Path(run_dir) / "checkpoints" / name
+        if path.is_file():
+            return path
+    return None
+
+
+def _preemption_callback(run_dir: Path):
+    import signal
+    import threading
+
+    import lightning.pytorch as pl
+
+    class PreemptionCheckpoint(pl.Callback):
+        """SIGTERM or SIGUSR1: finish the current step, checkpoint, stop.
+
+        Lightning flags SIGTERM and raises ``SIGTERMException`` at the end of that step, with
+        every loop counter consistent; SIGUSR1 (SLURM's advance warning) sets the same flag.
+        """
+
+        def __init__(self):
+            self.saved_step = None
+            self._previous = None
+            self._trainer = None
+
+        def _on_usr1(self, signum, frame):
+            if self._trainer is not None:
+                self._trainer._signal_connector.received_sigterm = True   # pinned lightning 2.6
+
+        def on_fit_start(self, trainer, module):
+            self._trainer = trainer
+            if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGUSR1"):
+                self._previous = signal.signal(signal.SIGUSR1, self._on_usr1)
+
+        def on_fit_end(self, trainer, module):
+            self._restore()
+
+        def on_exception(self, trainer, module, exc):
+            from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+            # Lightning raises this at the end of the step in which SIGTERM arrived
+            if isinstance(exc, SIGTERMException) and self.saved_step is None:
+                self._save(trainer)
+            self._restore()
+
+        def _restore(self):
+            if self._previous is not None:
+                signal.signal(signal.SIGUSR1, self._previous)
+                self._previous = None
+
+        def _save(self, trainer):
+            path = run_dir / "checkpoints" / PREEMPT_CKPT
+            path.parent.mkdir(exist_ok=True)
+            tmp = path.with_name(f".tmp-{PREEMPT_CKPT}")
+            trainer.save_checkpoint(str(tmp))
+            os.replace(tmp, path)          # never a half-written checkpoint under the real name
+            self.saved_step = trainer.global_step
+
+    return PreemptionCheckpoint()
+
+
+def run(cfg: RunConfig, *, callbacks: list | None = None, resume_dir: str | Path | None = None) -> dict:
     """Train ``cfg.model`` on ``cfg.task``, evaluate on the test split, write result.json.
 
     Validation of the config happens before any work. Returns the result dict (also written
     to ``<run_dir>/result.json``). Extra Lightning ``callbacks`` (e.g. a sweep's pruning
-    callback) are appended to the harness's own.
+    callback) are appended to the harness's own. With ``resume_dir``, training continues in
+    that folder from its preemption (or last) checkpoint.
+
+    SIGTERM or SIGUSR1 during training saves ``checkpoints/preempt.ckpt`` at the current step
+    and returns ``{"status": "preempted", ...}`` without a result.json (the run is unfinished).
     """
     if not cfg.resolved:
         cfg = resolve(cfg)
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+    from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from bench.models import build_model
     from bench.module import DivergedError, SequenceModule
@@ -151,18 +255,27 @@ def run(cfg: RunConfig, *, callbacks: list | None = None) -> dict:
         _quiet_lightning()
     task = build_task(cfg.task, seq_len=cfg.seq_len, data_dir=cfg.data_dir, data_seed=cfg.data_seed)
     datamodule = task.datamodule(cfg.batch_size)  # data errors surface before the run dir exists
-    run_dir = make_run_dir(cfg)
-    atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2, default=str) + "\n")
+    ckpt_path = None
+    if resume_dir is not None:
+        run_dir = Path(resume_dir)
+        ckpt_path = resume_checkpoint(run_dir)
+    else:
+        run_dir = make_run_dir(cfg)
+        atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2, default=str) + "\n")
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_model(cfg.model, task.d_input, task.d_output, cfg.n_hidden, **cfg.model_options)
     module = SequenceModule(model, task, cfg.opts)
     run_name = f"{cfg.model}-{cfg.task}-n{cfg.n_hidden}-s{cfg.seed}"
     loggers, mode = make_loggers(cfg, run_dir, run_name)
+    if ckpt_path is not None:   # a resumed part logs beside the earlier ones; read_curves joins them
+        part = 1 + len(list(run_dir.glob("csv/part*/metrics.csv")))
+        loggers[0] = CSVLogger(save_dir=str(run_dir), name="csv", version=f"part{part}")
+    preemption = _preemption_callback(run_dir)
     monitor = f"val/{task.metric}"
     checkpoint = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), monitor=monitor, mode=task.metric_mode,
                                  save_last=True, save_top_k=1, filename="best")
-    cbs = [checkpoint] + list(callbacks or [])
+    cbs = [checkpoint, preemption] + list(callbacks or [])
     if not cfg.quiet:
         cbs.append(TQDMProgressBar(refresh_rate=10))
     val_every = min(cfg.val_every, cfg.max_steps) if cfg.max_steps else cfg.val_every
@@ -177,8 +290,13 @@ def run(cfg: RunConfig, *, callbacks: list | None = None) -> dict:
     status, error, test_final, test_best = "completed", None, {}, {}
     started = time.time()
     try:
-        trainer.fit(module, datamodule=datamodule)
-        if trainer.interrupted:
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+        except SIGTERMException:
+            pass
+        if preemption.saved_step is not None:
+            status = "preempted"
+        elif trainer.interrupted:
             status = "interrupted"
         else:
             test_final = trainer.test(module, datamodule=datamodule, verbose=not cfg.quiet)[0]
@@ -190,6 +308,12 @@ def run(cfg: RunConfig, *, callbacks: list | None = None) -> dict:
     finally:
         finish_wandb()
     wall = time.time() - started
+    if status in ("preempted", "interrupted"):
+        state = {"status": status, "step": preemption.saved_step or int(trainer.global_step),
+                 "checkpoint": _rel(str(resume_checkpoint(run_dir) or ""), run_dir),
+                 "resume": f"bench run --resume {run_dir}"}
+        atomic_write_text(run_dir / "preempted.json", json.dumps(state, indent=2) + "\n")
+        return {**state, "run_dir": str(run_dir), "config": cfg.to_dict()}
 
     curves, curves_path = read_curves(run_dir)
     summary = summarise(curves, task, task.metric_mode)
@@ -224,6 +348,8 @@ def run(cfg: RunConfig, *, callbacks: list | None = None) -> dict:
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     write_result(run_dir, result)
+    for leftover in (run_dir / "preempted.json", run_dir / "checkpoints" / PREEMPT_CKPT):
+        leftover.unlink(missing_ok=True)    # superseded by result.json and last.ckpt
     return result
 
 

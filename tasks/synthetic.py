@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Callable
 
-import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from .loader import ResumableDataModule
 
 _SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 
@@ -32,7 +33,7 @@ class SeededBatches(Dataset):
         return self.make_batch(g, self.batch_size)
 
 
-class SyntheticDataModule(pl.LightningDataModule):
+class SyntheticDataModule(ResumableDataModule):
     def __init__(self, make_batch, sizes: dict[str, int], batch_size: int, seed: int):
         super().__init__()
         self.make_batch, self.sizes, self.batch_size, self.seed = make_batch, sizes, batch_size, seed
@@ -42,7 +43,9 @@ class SyntheticDataModule(pl.LightningDataModule):
         return DataLoader(data, batch_size=None, shuffle=False, num_workers=0)
 
     def train_dataloader(self):
-        return self._loader("train")
+        # in order, as the references iterate their fixed training sets; resumable mid-epoch
+        data = SeededBatches(self.make_batch, self.sizes["train"], self.batch_size, self.seed, "train")
+        return self.train_loader(data, batch_size=None, shuffle=False, seed=self.seed)
 
     def val_dataloader(self):
         return self._loader("val")
