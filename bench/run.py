@@ -279,8 +279,12 @@ def run(cfg: RunConfig, *, callbacks: list | None = None, resume_dir: str | Path
     if not cfg.quiet:
         cbs.append(TQDMProgressBar(refresh_rate=10))
     val_every = min(cfg.val_every, cfg.max_steps) if cfg.max_steps else cfg.val_every
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    # Under SLURM, submitit (bench/slurm.py) requeues; Lightning's own requeue would race it.
+    plugins = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else None
     trainer = pl.Trainer(
-        accelerator=ACCELERATORS[cfg.device], devices=1, max_steps=cfg.max_steps or -1,
+        plugins=plugins, accelerator=ACCELERATORS[cfg.device], devices=1, max_steps=cfg.max_steps or -1,
         max_epochs=cfg.max_epochs if cfg.max_epochs else (-1 if cfg.max_steps else None),
         val_check_interval=val_every, check_val_every_n_epoch=None, num_sanity_val_steps=0,
         gradient_clip_val=cfg.grad_clip, logger=loggers, callbacks=cbs, log_every_n_steps=10,

@@ -1,0 +1,1 @@
+"""Search spaces for `bench sweep`, as YAML data (see docs/sweeps.md)."""
