@@ -121,7 +121,9 @@ def summarise(curves, task, metric_mode: str) -> dict:
         out["final_train_loss"] = float(train["train/loss"].iloc[-10:].mean())
         out["train_steps_logged"] = int(train["step"].iloc[-1]) + 1
         if task.baseline is not None:
-            below = train[train["train/loss"] < task.baseline]
+            # smoothed over 5 logged points (50 steps): one lucky batch is not "below baseline"
+            smooth = train["train/loss"].rolling(5, min_periods=5).mean()
+            below = train[smooth < task.baseline]
             out["first_step_below_baseline"] = int(below["step"].iloc[0]) + 1 if len(below) else None
     key = f"val/{task.metric}"
     if key in curves:
@@ -275,7 +277,9 @@ def run(cfg: RunConfig, *, callbacks: list | None = None, resume_dir: str | Path
     monitor = f"val/{task.metric}"
     checkpoint = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), monitor=monitor, mode=task.metric_mode,
                                  save_last=True, save_top_k=1, filename="best")
-    cbs = [checkpoint, preemption] + list(callbacks or [])
+    from bench.diagnostics import Diagnostics
+
+    cbs = [checkpoint, preemption, Diagnostics(run_dir)] + list(callbacks or [])
     if not cfg.quiet:
         cbs.append(TQDMProgressBar(refresh_rate=10))
     val_every = min(cfg.val_every, cfg.max_steps) if cfg.max_steps else cfg.val_every
