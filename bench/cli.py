@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]   # for re-launching workers (sweep)
     try:
         code = args.func(args)
     except BenchError as exc:

@@ -55,6 +55,9 @@ def add_run_arguments(p: argparse.ArgumentParser, *, model_required: bool = True
     p.add_argument("--wandb", choices=WANDB_MODES, default="auto",
                    help="W&B mode; auto = online only if you configured W&B, offline otherwise")
     p.add_argument("--quiet", action="store_true", help="no progress bar or model summary")
+    p.add_argument("--threads", type=_positive_int,
+                   help="torch CPU threads (default: torch's, or OMP_NUM_THREADS); 1 is often fastest for "
+                        "small recurrent models and on shared machines")
 
 
 def config_from_args(args) -> RunConfig:
@@ -79,7 +82,7 @@ def config_from_args(args) -> RunConfig:
         batch_size=args.batch_size, max_steps=args.max_steps, max_epochs=args.max_epochs,
         val_every=args.val_every, opts=opts, grad_clip=args.grad_clip, scale=args.scale,
         data_dir=args.data_dir, data_seed=args.data_seed, model_options=model_options, device=args.device,
-        runs_dir=args.runs_dir, wandb=args.wandb, quiet=args.quiet,
+        runs_dir=args.runs_dir, wandb=args.wandb, quiet=args.quiet, threads=args.threads,
     )
 
 

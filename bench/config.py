@@ -44,6 +44,7 @@ class RunConfig:
     runs_dir: str = "runs"
     wandb: str = "auto"
     quiet: bool = False
+    threads: int | None = None              # torch intra-op threads; None = torch's default
     tags: dict[str, Any] = field(default_factory=dict)    # e.g. sweep study and trial number
     # filled in by resolve()
     resolved: bool = False
@@ -55,7 +56,8 @@ class RunConfig:
 
     def group_key(self) -> dict:
         """The fields that define *what* was run: everything but seed and bookkeeping."""
-        skip = {"seed", "device", "runs_dir", "wandb", "quiet", "tags", "resolved", "paper_source", "data_dir"}
+        skip = {"seed", "device", "runs_dir", "wandb", "quiet", "threads", "tags", "resolved", "paper_source",
+                "data_dir"}
         return {k: v for k, v in self.to_dict().items() if k not in skip}
 
     def config_hash(self) -> str:
@@ -102,7 +104,7 @@ def resolve(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"unknown W&B mode {cfg.wandb!r}; known modes: {', '.join(WANDB_MODES)}")
     if cfg.device not in DEVICES:
         raise ConfigError(f"unknown device {cfg.device!r}; known devices: {', '.join(DEVICES)}")
-    for name in ("n_hidden", "params", "seq_len", "batch_size", "max_steps", "max_epochs", "val_every"):
+    for name in ("n_hidden", "params", "seq_len", "batch_size", "max_steps", "max_epochs", "val_every", "threads"):
         _positive(cfg, name)
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
         raise ConfigError(f"--seed must be a non-negative integer, got {cfg.seed!r}")

@@ -265,6 +265,10 @@ def run(cfg: RunConfig, *, callbacks: list | None = None, resume_dir: str | Path
         run_dir = make_run_dir(cfg)
         atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2, default=str) + "\n")
 
+    if cfg.threads:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_model(cfg.model, task.d_input, task.d_output, cfg.n_hidden, **cfg.model_options)
     module = SequenceModule(model, task, cfg.opts)
@@ -296,6 +300,7 @@ def run(cfg: RunConfig, *, callbacks: list | None = None, resume_dir: str | Path
         default_root_dir=str(run_dir),
     )
     status, error, test_final, test_best = "completed", None, {}, {}
+    pruned = None
     started = time.time()
     try:
         try:
@@ -313,6 +318,10 @@ def run(cfg: RunConfig, *, callbacks: list | None = None, resume_dir: str | Path
                                          verbose=False)[0]
     except DivergedError as exc:
         status, error = "diverged", str(exc)
+    except Exception as exc:
+        if type(exc).__name__ != "TrialPruned":     # optuna's, raised by a sweep's pruning callback
+            raise
+        status, error, pruned = "pruned", str(exc) or "pruned by the sweep's pruner", exc
     finally:
         finish_wandb()
     wall = time.time() - started
@@ -358,6 +367,8 @@ def run(cfg: RunConfig, *, callbacks: list | None = None, resume_dir: str | Path
     write_result(run_dir, result)
     for leftover in (run_dir / "preempted.json", run_dir / "checkpoints" / PREEMPT_CKPT):
         leftover.unlink(missing_ok=True)    # superseded by result.json and last.ckpt
+    if pruned is not None:
+        raise pruned                        # the sweep marks the trial PRUNED; the record stays
     return result
 
 

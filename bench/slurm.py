@@ -53,10 +53,10 @@ def submit_workers(argv: list[str], *, workers: int, folder: str | Path, partiti
 
     if workers < 1:
         raise ConfigError(f"--workers must be a positive integer, got {workers}")
-    executor = submitit.AutoExecutor(folder=str(Path(folder) / "%j"), cluster=cluster)
+    executor = submitit.AutoExecutor(folder=str(Path(folder) / "%j"), cluster=cluster,
+                                     slurm_max_num_timeout=max_requeues)
     params = dict(timeout_min=timeout_min, cpus_per_task=cpus_per_worker, gpus_per_node=gpus_per_worker,
-                  name="bench-sweep", slurm_array_parallelism=workers, slurm_max_num_timeout=max_requeues,
-                  slurm_signal_delay_s=120)
+                  name="bench-sweep", slurm_array_parallelism=workers, slurm_signal_delay_s=120)
     if partition:
         params["slurm_partition"] = partition
     executor.update_parameters(**params)

@@ -38,6 +38,8 @@ def make_loggers(cfg, run_dir: Path, run_name: str):
 
         os.environ.setdefault("WANDB_SILENT", "true")
         tags = [cfg.model, cfg.task] + [f"{k}={v}" for k, v in cfg.tags.items() if k in ("study", "trial")]
+        tags += [f"{k}={v}" for k, v in (cfg.tags.get("choices") or {}).items()]   # a sweep's sampled values
+        tags = [t[:64] for t in tags]                                               # W&B's tag length limit
         loggers.append(WandbLogger(
             project=WANDB_PROJECT, name=run_name, save_dir=str(run_dir), mode=mode,
             group=cfg.tags.get("study") or f"{cfg.model}/{cfg.task}/{cfg.config_hash()}",

@@ -131,8 +131,9 @@ def unroll(xu: torch.Tensor, h0: torch.Tensor, W: torch.Tensor, activation) -> t
     """
     h = h0.expand(xu.shape[0], -1)
     outs = []
-    for t in range(xu.shape[1]):
-        h = activation(torch.addmm(xu[:, t], h, W))
+    # unbind, not xu[:, t]: the backward of each slice would allocate a full (B, L, d) zero tensor
+    for x_t in xu.unbind(1):
+        h = activation(torch.addmm(x_t, h, W))
         outs.append(h)
     return torch.stack(outs, dim=1)
 

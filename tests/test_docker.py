@@ -47,7 +47,7 @@ def test_compose_file_has_postgres_workers_and_dashboard():
     assert storage.startswith("postgresql://") and "@postgres:5432/" in storage
     assert worker["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert services["dashboard"]["entrypoint"][0] == "optuna-dashboard"
-    assert services["dashboard"]["command"] == [storage]
+    assert services["dashboard"]["command"] == [storage.replace("postgresql://", "postgresql+psycopg2://")]
 
 
 def _compose_command():

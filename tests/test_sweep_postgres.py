@@ -1,0 +1,93 @@
+"""``bench sweep`` on a real PostgreSQL server: the cluster recipe (several `bench sweep`
+processes sharing one study) and heartbeats that re-run a SIGKILLed worker's trial.
+
+The server is named by ``BENCH_PG_URL`` (default postgresql://postgres@127.0.0.1:5432/test).
+Without a server these tests skip with the reason; with ``BENCH_REQUIRE_PG=1`` (CI) they fail.
+Every test uses its own study name and deletes it afterwards.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from bench import sweep as S
+from test_sweep import FAST, TINY, SMALL_SPACE, assert_every_point_once, assert_results_whole, grid_of, load, \
+    run_kill_test, space_file
+
+pytestmark = pytest.mark.postgres
+PG_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> str:
+    spec = S.parse_storage(PG_URL, "runs", "probe")
+    try:
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(spec.url, connect_args={"connect_timeout": 5})
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("select 1"))
+        engine.dispose()
+    except Exception as exc:
+        reason = (f"no PostgreSQL server answers at {spec.display} (set BENCH_PG_URL): "
+                  f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}")
+        if os.environ.get("BENCH_REQUIRE_PG", "").strip() == "1":
+            pytest.fail(f"BENCH_REQUIRE_PG=1 but {reason}")
+        pytest.skip(reason)
+    return PG_URL
+
+
+@pytest.fixture
+def pg_study(pg_url):
+    name = f"bench-test-{uuid.uuid4().hex[:12]}"
+    yield name
+    storage = S.open_storage(S.parse_storage(pg_url, "runs", name))
+    with contextlib.suppress(KeyError):
+        optuna.delete_study(study_name=name, storage=storage)
+
+
+def test_grid_three_nodes_share_one_postgres_study_exactly_once(tmp_path, pg_url, pg_study):
+    """Three `bench sweep` processes started together (as three cluster nodes would be) race to
+    create the study and enqueue the grid; every combination still runs exactly once."""
+    space = space_file(tmp_path, SMALL_SPACE)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    argv = [sys.executable, "-m", "bench.cli", "sweep", *TINY, *FAST, "--runs-dir", "runs", "--space", space,
+            "--study", pg_study, "--storage", pg_url, "--no-prune", "--heartbeat", "5"]
+    procs = [subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for _ in range(3)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], "\n".join(outs)
+    study = load(pg_study, tmp_path / "runs", pg_url)
+    assert len(study.trials) == 16, "each combination enqueued once, nothing sampled outside the grid"
+    assert_every_point_once(study, grid_of(SMALL_SPACE, tmp_path))
+    assert len(assert_results_whole(tmp_path / "runs")) == 16
+    workers = {json.dumps(t.user_attrs["owner"]["pid"]) for t in study.trials}
+    print(f"{len(workers)} processes ran trials")
+    for t in study.trials:
+        assert Path(t.user_attrs["result"]).is_file()
+    # status and best read the same study from the database
+    from bench.cli import main
+
+    assert main(["sweep", "status", "--study", pg_study, "--storage", pg_url]) == 0
+    assert main(["sweep", "best", "--study", pg_study, "--storage", pg_url]) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_sigkilled_worker_trial_fails_by_heartbeat_and_is_rerun_postgres(tmp_path, pg_url, pg_study):
+    run_kill_test(tmp_path, storage=pg_url, study=pg_study)
+    study = load(pg_study, tmp_path / "runs", pg_url)
+    retry = next(t for t in study.trials if t.user_attrs.get("retried_from") is not None)
+    # the heartbeat callback's bookkeeping: the retry knows which trial it replaces
+    assert optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == \
+        retry.user_attrs["retried_from"]
+    assert retry.state == TrialState.COMPLETE
