@@ -55,6 +55,9 @@ def add_run_arguments(p: argparse.ArgumentParser, *, model_required: bool = True
     p.add_argument("--wandb", choices=WANDB_MODES, default="auto",
                    help="W&B mode; auto = online only if you configured W&B, offline otherwise")
     p.add_argument("--quiet", action="store_true", help="no progress bar or model summary")
+    p.add_argument("--track-test", action="store_true", default=None,
+                   help="also evaluate the test split at every validation, for the paper's 'best test accuracy "
+                        "over epochs' (default: on with --scale paper for mnist/pmnist)")
     p.add_argument("--threads", type=_positive_int,
                    help="torch CPU threads (default: torch's, or OMP_NUM_THREADS); 1 is often fastest for "
                         "small recurrent models and on shared machines")
@@ -83,6 +86,7 @@ def config_from_args(args) -> RunConfig:
         val_every=args.val_every, opts=opts, grad_clip=args.grad_clip, scale=args.scale,
         data_dir=args.data_dir, data_seed=args.data_seed, model_options=model_options, device=args.device,
         runs_dir=args.runs_dir, wandb=args.wandb, quiet=args.quiet, threads=args.threads,
+        track_test=args.track_test,
     )
 
 

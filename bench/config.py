@@ -45,6 +45,7 @@ class RunConfig:
     wandb: str = "auto"
     quiet: bool = False
     threads: int | None = None              # torch intra-op threads; None = torch's default
+    track_test: bool | None = None          # evaluate the test split at every validation (paper's MNIST number)
     tags: dict[str, Any] = field(default_factory=dict)    # e.g. sweep study and trial number
     # filled in by resolve()
     resolved: bool = False
@@ -56,7 +57,7 @@ class RunConfig:
 
     def group_key(self) -> dict:
         """The fields that define *what* was run: everything but seed and bookkeeping."""
-        skip = {"seed", "device", "runs_dir", "wandb", "quiet", "threads", "tags", "resolved", "paper_source",
+        skip = {"seed", "device", "runs_dir", "wandb", "quiet", "threads", "track_test", "tags", "resolved", "paper_source",
                 "data_dir"}
         return {k: v for k, v in self.to_dict().items() if k not in skip}
 
@@ -122,6 +123,8 @@ def resolve(cfg: RunConfig) -> RunConfig:
         cfg.max_steps = scale_defaults.get("max_steps")
         cfg.max_epochs = scale_defaults.get("max_epochs")
 
+    if cfg.track_test is None:
+        cfg.track_test = task_cls.reports_best_test and cfg.scale == "paper"
     row = paper_setting(cfg.model, cfg.task, cfg.seq_len)
     cfg.paper_source = row.source if row else None
     options = {**(row.options if row else {}), **cfg.model_options}

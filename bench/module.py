@@ -30,11 +30,11 @@ class SequenceModule(pl.LightningModule):
         out = self.model(batch[0])
         loss = self.task.loss(out, batch)
         on_step = split == "train"
-        self.log(f"{split}/loss", loss, on_step=on_step, on_epoch=not on_step, prog_bar=True,
-                 batch_size=batch[0].shape[0])
+        self.log(f"{split}/loss", loss, on_step=on_step, on_epoch=not on_step, prog_bar=split != "tracked_test",
+                 batch_size=batch[0].shape[0], add_dataloader_idx=False)
         for name, value in self.task.metrics(out, batch).items():
-            self.log(f"{split}/{name}", value, on_step=on_step, on_epoch=not on_step, prog_bar=split != "train",
-                     batch_size=batch[0].shape[0])
+            self.log(f"{split}/{name}", value, on_step=on_step, on_epoch=not on_step, prog_bar=split == "val",
+                     batch_size=batch[0].shape[0], add_dataloader_idx=False)
         return loss
 
     def training_step(self, batch, batch_idx):
@@ -58,8 +58,9 @@ class SequenceModule(pl.LightningModule):
     def on_train_batch_end(self, outputs, batch, batch_idx):
         self.model.post_step()
 
-    def validation_step(self, batch, batch_idx):
-        self._shared(batch, "val")
+    def validation_step(self, batch, batch_idx, dataloader_idx=0):
+        # a second validation loader is the test split, tracked for the paper's best-test number
+        self._shared(batch, "val" if dataloader_idx == 0 else "tracked_test")
 
     def on_validation_epoch_end(self):
         err = self.model.unitarity_error()

@@ -133,6 +133,10 @@ def summarise(curves, task, metric_mode: str) -> dict:
             out["final_val_" + task.metric] = float(val[key].iloc[-1])
             out["best_val_" + task.metric] = float(val.loc[best, key])
             out["best_val_step"] = int(val.loc[best, "step"]) + 1
+    tracked = f"tracked_test/{task.metric}"
+    if tracked in curves and len(curves[tracked].dropna()):
+        values = curves[tracked].dropna()
+        out["best_test_" + task.metric] = float(values.max() if metric_mode == "max" else values.min())
     if "val/loss" in curves:
         val = curves.dropna(subset=["val/loss"])
         if len(val):
@@ -256,6 +260,7 @@ def run(cfg: RunConfig, *, callbacks: list | None = None, resume_dir: str | Path
     if cfg.quiet:
         _quiet_lightning()
     task = build_task(cfg.task, seq_len=cfg.seq_len, data_dir=cfg.data_dir, data_seed=cfg.data_seed)
+    task.track_test = bool(cfg.track_test)
     datamodule = task.datamodule(cfg.batch_size)  # data errors surface before the run dir exists
     ckpt_path = None
     if resume_dir is not None:

@@ -34,6 +34,10 @@ class Task:
     defaults: ClassVar[dict] = {}
     paper_scale: ClassVar[dict] = {}
     needs_data_dir: ClassVar[bool] = False
+    # the paper reports the best *test* metric over epochs: such tasks can evaluate the test
+    # split at every validation (RunConfig.track_test) so the leaderboard can show that number
+    reports_best_test: ClassVar[bool] = False
+    track_test: bool = False
     uses_seq_len: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs):

@@ -216,8 +216,11 @@ def test_real_mnist_smoke_run(mnist_dir, tmp_path, data_cache, one_thread, monke
     monkeypatch.setattr(MNIST, "eval_batch_size", 2500)   # fewer, larger no-grad batches: faster here
 
     result = run(RunConfig(model="scurnn", task="pmnist", n_hidden=8, batch_size=16, max_steps=3, val_every=3,
-                           data_dir=str(mnist_dir), wandb="disabled", runs_dir=str(tmp_path), quiet=True))
+                           data_dir=str(mnist_dir), wandb="disabled", runs_dir=str(tmp_path), quiet=True,
+                           track_test=True))
     assert result["status"] == "completed" and result["global_step"] == 3
+    # the test split tracked at the only validation (step 3) is the final weights' test accuracy
+    assert result["metrics"]["best_test_acc"] == pytest.approx(result["metrics"]["test_acc"])
     assert 0.0 <= result["metrics"]["test_acc"] <= 1.0 and "best_val_acc" in result["metrics"]
     assert result["task_info"]["permutation"][:3] == [319, 576, 323]
     assert result["task_info"]["split"] == {"train": 55_000, "val": 5_000, "test": 10_000}
