@@ -358,7 +358,8 @@ def test_pruning_stops_a_trial_whose_loss_stays_at_the_baseline(tmp_path):
     assert sorted(trial.intermediate_values) == [10], "stopped at the first validation after the warm-up"
     assert trial.intermediate_values[10] < 0.35                    # chance is 1/8
     run_dir = Path(trial.user_attrs["run_dir"])
-    assert run_dir.is_dir() and not (run_dir / "result.json").exists()
+    record = json.loads((run_dir / "result.json").read_text())      # a pruned run keeps its record
+    assert record["status"] == "pruned" and record["global_step"] == 10
     val = pd.read_csv(next(run_dir.glob("csv/**/metrics.csv"))).dropna(subset=["val/loss"])
     baseline = 10 * math.log(8) / (10 + 20)
     assert len(val) == 1 and val["val/loss"].iloc[0] > baseline
