@@ -40,9 +40,11 @@ def add_run_arguments(p: argparse.ArgumentParser, *, model_required: bool = True
     p.add_argument("--max-steps", type=_positive_int, help="number of optimizer steps (batches)")
     p.add_argument("--max-epochs", type=_positive_int, help="number of epochs (used when --max-steps is not given)")
     p.add_argument("--val-every", type=_positive_int, help="validate every this many steps")
+    from bench.optim import OPTIMIZERS
+
     p.add_argument("--opt", action="append", default=[], metavar="GROUP=OPT:LR",
                    help="optimizer and learning rate of one parameter group, e.g. A=rmsprop:1e-4 "
-                        "(repeatable; optimizers: rmsprop, adam, adagrad, sgd)")
+                        f"(repeatable; optimizers: {', '.join(sorted(OPTIMIZERS))})")
     p.add_argument("--grad-clip", type=float, help="clip the global gradient norm (default: none, as the paper)")
     p.add_argument("--scale", choices=SCALES, default="quick",
                    help="quick: CPU-sized defaults (minutes); paper: the paper's length and training budget")

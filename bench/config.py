@@ -127,6 +127,7 @@ def resolve(cfg: RunConfig) -> RunConfig:
         cfg.track_test = task_cls.reports_best_test and cfg.scale == "paper"
     row = paper_setting(cfg.model, cfg.task, cfg.seq_len)
     cfg.paper_source = row.source if row else None
+    _check_model_options(model_cls, cfg.model_options)
     options = {**(row.options if row else {}), **cfg.model_options}
     cfg.model_options = options
     if cfg.n_hidden is None:
@@ -154,6 +155,17 @@ def resolve(cfg: RunConfig) -> RunConfig:
     cfg.opts = {g: opts[g] for g in model_cls.groups}
     cfg.resolved = True
     return cfg
+
+
+def _check_model_options(model_cls, options: dict) -> None:
+    import inspect
+
+    params = inspect.signature(model_cls.__init__).parameters
+    known = sorted(name for name, p in params.items() if p.kind == p.KEYWORD_ONLY)
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown model option(s) {', '.join(map(repr, unknown))} for {model_cls.name}; "
+                          f"its options are: {', '.join(known) or 'none'}")
 
 
 def _matched_hidden(model_cls, task_name, seq_len, task, options) -> int:

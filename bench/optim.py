@@ -9,6 +9,10 @@ Optimizer names (the semantics of the papers' TF/Theano code where PyTorch diffe
     adam     torch Adam, defaults
     adagrad  torch Adagrad with initial accumulator 0.1 (TF1's default, used for scuRNN's theta)
     sgd      plain SGD
+    cayley   the full-capacity uRNN's multiplicative Cayley step on the unitary/orthogonal group
+             (Wisdom et al. 2016), for square matrices only (fcurnn's ``W`` group)
+    cayley_rms  the same step on the gradient divided elementwise by its running RMS (the
+             reference's MNIST recipe, Keras ``full_natGradRMS``)
 A callable ``(params, lr) -> Optimizer`` may be registered in ``OPTIMIZERS`` too.
 """
 from __future__ import annotations
@@ -25,9 +29,65 @@ OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
     "adagrad": lambda params, lr: torch.optim.Adagrad(params, lr=lr, initial_accumulator_value=0.1),
     "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr),
+    "cayley": lambda params, lr: CayleyStep(params, lr=lr),
+    "cayley_rms": lambda params, lr: CayleyStep(params, lr=lr, rms=True),
 }
 
 _OPT_RE = re.compile(r"^\s*([A-Za-z_][\w]*)\s*=\s*([A-Za-z_][\w-]*)\s*:\s*([0-9.eE+-]+)\s*$")
+
+
+class CayleyStep(torch.optim.Optimizer):
+    """Multiplicative Cayley step of the full-capacity uRNN (reference/models.md §5).
+
+    For each square matrix W (real, or complex stored as a real (n, n, 2) tensor) with
+    gradient G = dL/dRe W + i dL/dIm W:
+
+        A = G W^H - W G^H                      (skew-Hermitian)
+        W <- (I + lr/2 A)^{-1} (I - lr/2 A) W   (a solve, in W's own dtype)
+
+    To first order this is W - lr (G - W G^H W), Riemannian gradient descent. In exact
+    arithmetic W stays unitary; in float32 rounding accumulates and nothing corrects it (the
+    reference's SVD re-projection is commented out), so W drifts: fcurnn logs the drift.
+
+    Args:
+        params: square parameters, (n, n) real or (n, n, 2) complex-as-real.
+        lr: the step size lambda.
+        rms: divide G elementwise by its running RMS first (decay ``alpha``, ``eps`` added to
+            the root), as the reference's MNIST recipe. Default: ``False``.
+    """
+
+    def __init__(self, params, lr: float, rms: bool = False, alpha: float = 0.9, eps: float = 1e-8):
+        super().__init__(params, dict(lr=lr, rms=rms, alpha=alpha, eps=eps))
+        for group in self.param_groups:
+            for p in group["params"]:
+                square = p.dim() == 2 or (p.dim() == 3 and p.shape[-1] == 2)
+                if not square or p.shape[0] != p.shape[1]:
+                    raise ConfigError(
+                        f"the cayley optimizer needs square matrices, shape (n, n) or complex-as-real "
+                        f"(n, n, 2); got a parameter of shape {tuple(p.shape)} (use it for fcurnn's W group)")
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            half = group["lr"] / 2
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                if group["rms"]:
+                    sq = self.state[p].setdefault("square_avg", torch.zeros_like(p))
+                    sq.mul_(group["alpha"]).addcmul_(g, g, value=1 - group["alpha"])
+                    g = g / (sq.sqrt() + group["eps"])
+                W = torch.view_as_complex(p) if p.dim() == 3 else p
+                G = torch.view_as_complex(g.contiguous()) if p.dim() == 3 else g
+                A = G @ W.mH - W @ G.mH
+                eye = torch.eye(W.shape[0], dtype=W.dtype, device=W.device)
+                W.copy_(torch.linalg.solve(eye + half * A, (eye - half * A) @ W))
+        return loss
 
 
 def get_optimizer(name: str | Callable) -> Callable[..., torch.optim.Optimizer]:

@@ -157,7 +157,7 @@ BAD_INPUTS = [
     (["run", "--model", "nope", "--task", "copying"], "unknown model 'nope'; known models: "),
     (["run", "--model", "scurnn", "--task", "nope"], "unknown task 'nope'; known tasks: "),
     (["run", "--model", "scurnn", "--task", "copying", "--opt", "A=lbfgs:1e-3"],
-     "unknown optimizer 'lbfgs'; known optimizers: adagrad, adam, rmsprop, sgd"),
+     "unknown optimizer 'lbfgs'; known optimizers: adagrad, adam, cayley, cayley_rms, rmsprop, sgd"),
     (["run", "--model", "scurnn", "--task", "copying", "--opt", "B=adam:1e-3"],
      "unknown parameter group 'B' for model scurnn; its groups are: A, D, other"),
     (["run", "--model", "scurnn", "--task", "copying", "--opt", "A-rmsprop"],
@@ -168,6 +168,10 @@ BAD_INPUTS = [
      "malformed parameter budget 'lots': expected a number like 16000, 16k or 1.2M"),
     (["run", "--model", "scurnn", "--task", "adding", "--seq-len", "2"],
      "adding: sequence length must be at least 3"),
+    (["run", "--model", "scornn", "--task", "copying", "--model-opt", "rhoo=3"],
+     "unknown model option(s) 'rhoo' for scornn; its options are: rho, rho_frac"),
+    (["run", "--model", "eurnn", "--task", "copying", "--hidden", "7"],
+     "eurnn: tunable style needs an even hidden size (rotations act on pairs), got n=7; try 6 or 8"),
 ]
 
 

@@ -1,0 +1,244 @@
+"""EURNN: efficient unitary RNN from layers of 2x2 rotations (Jing et al., ICML 2017; models.md §6).
+
+Each layer rotates disjoint coordinate pairs by R(θ)·diag(1, e^{iφ}). Tunable style: L layers
+alternating A (pairs (0,1), (2,3), ...) and B (pairs (1,2), (3,4), ...; ends pass through);
+FFT style: log2(n) layers pairing i with i + n/2^{k+1}. The complex version ends with
+diag(e^{iω}); the real version has φ = 0 and no final diagonal.
+
+Vectorised (models.md §13): per layer two coefficient vectors v1, v2 and a fixed partner
+permutation P give x <- v1 * x + v2 * x[P], with no loop over rotations. The coefficients are
+built once per forward pass; then either W is multiplied out by applying the layers to the
+identity (one GEMM per step) or the layers are applied to the state at every step (O(Ln)),
+whichever is faster (option ``dense``).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .base import RecurrentModel, glorot_
+from .errors import ConfigError, InvalidHiddenSizeError, UnknownNameError
+from .unitary import complex_to_real_block, unitarity_error, unroll
+from .urnn import dense_is_faster, unroll_operator
+
+STYLES = ("tunable", "fft")
+READOUTS = ("re", "reim")
+EPS = 0.01          # the current reference's modReLU ε (raised from 1e-5 after NaNs on MNIST)
+
+
+def layer_pairs(n: int, style: str, capacity: int) -> list[list[tuple[int, int]]]:
+    """The (a, b) coordinate pairs rotated by each layer."""
+    if style == "tunable":
+        a_layer = [(i, i + 1) for i in range(0, n - 1, 2)]
+        b_layer = [(i, i + 1) for i in range(1, n - 2, 2)]
+        return [a_layer if l % 2 == 0 else b_layer for l in range(capacity)]
+    layers = []
+    stride = n // 2
+    while stride >= 1:
+        layers.append([(i, i + stride) for i in range(n) if (i // stride) % 2 == 0])
+        stride //= 2
+    return layers
+
+
+def _layer_tables(n: int, style: str, capacity: int):
+    """(L, n) partner index, rotation index (n_rot for 'no rotation') and second-of-pair mask."""
+    layers = layer_pairs(n, style, capacity)
+    n_rot = sum(len(pairs) for pairs in layers)
+    partner = torch.arange(n).repeat(len(layers), 1)
+    rot = torch.full((len(layers), n), n_rot, dtype=torch.long)
+    is_b = torch.zeros(len(layers), n, dtype=torch.bool)
+    k = 0
+    for l, pairs in enumerate(layers):
+        for a, b in pairs:
+            partner[l, a], partner[l, b] = b, a
+            rot[l, a] = rot[l, b] = k
+            is_b[l, b] = True
+            k += 1
+    return partner, rot, is_b, n_rot
+
+
+def modrelu_eurnn(z: torch.Tensor, bias: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """EURNN's complex modReLU on [Re | Im]: (z / norm) * ReLU(norm + b), norm = |z| + ε."""
+    n = bias.shape[-1]
+    re, im = z[..., :n], z[..., n:]
+    norm = torch.sqrt(re * re + im * im + 1e-12) + eps      # 1e-12: finite gradient at z = 0
+    scale = torch.relu(norm + bias) / norm
+    return z * torch.cat([scale, scale], dim=-1)
+
+
+def modrelu_eurnn_cplx(z: torch.Tensor, bias: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """``modrelu_eurnn`` on a complex tensor."""
+    norm = torch.sqrt(z.real * z.real + z.imag * z.imag + 1e-12) + eps
+    return z * (torch.relu(norm + bias) / norm)
+
+
+def modrelu_eurnn_real(z: torch.Tensor, bias: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    return torch.sign(z) * torch.relu(z.abs() + eps + bias)
+
+
+class EURNN(RecurrentModel):
+    """EURNN, tunable or FFT style, complex or real.
+
+    Args:
+        d_input: input features per step (m).
+        d_output: outputs per step (p).
+        n_hidden: hidden size n (complex dimension in the complex version).
+        style: ``"tunable"`` (L layers; n even, L even, 2 <= L <= n) or ``"fft"``
+            (log2 n layers; n a power of two). Default: ``"tunable"``.
+        capacity: number of layers L of the tunable style (ignored by FFT). Default: ``2``.
+        complex: complex state with phases φ and a final diag(e^{iω}); ``False`` is the real
+            (orthogonal) version. Default: ``True``.
+        readout: ``"re"`` reads out Re(h) only, as the reference demos; ``"reim"`` reads
+            [Re h | Im h] (fits the paper's ≈22k copying budget, models.md §12). Default: ``"re"``.
+        dense: ``True`` builds W once per forward and runs one GEMM per step; ``False`` applies
+            the layers to the state at every step (O(Ln)); ``None`` picks the faster for the
+            device, n and number of layers (``urnn.dense_is_faster``). Default: ``None``.
+
+    Example::
+
+        >>> model = EURNN(d_input=10, d_output=9, n_hidden=512, capacity=2, readout="reim")
+        >>> model(torch.rand(2, 120, 10)).shape
+        torch.Size([2, 120, 9])
+    """
+
+    name = "eurnn"
+    description = "efficient unitary RNN: layers of 2x2 rotations, tunable (capacity L) or FFT style"
+    paper = "Jing et al., ICML 2017"
+    groups = ("W", "D", "other")
+    hidden_step = 2
+    default_opts = {"W": ("rmsprop", 1e-3), "D": ("rmsprop", 1e-3), "other": ("rmsprop", 1e-3)}
+
+    def __init__(self, d_input: int, d_output: int, n_hidden: int, *, style: str = "tunable",
+                 capacity: int = 2, complex: bool = True, readout: str = "re", dense: bool | None = None):
+        self.valid_hidden(n_hidden, style=style, capacity=capacity, complex=complex, readout=readout, dense=dense)
+        super().__init__(d_input, d_output, n_hidden)
+        n = n_hidden
+        self.style, self.capacity, self.is_complex, self.readout_mode = style, capacity, complex, readout
+        partner, rot, is_b, n_rot = _layer_tables(n, style, capacity)
+        self.dense = dense                                        # None: chosen per forward (dense_is_faster)
+        self.register_buffer("partner", partner, persistent=False)
+        self.register_buffer("rot", rot, persistent=False)
+        self.register_buffer("is_b", is_b, persistent=False)
+        width = 2 * n if complex else n
+        self.theta = nn.Parameter(torch.empty(n_rot).uniform_(-math.pi, math.pi))
+        if complex:
+            self.phi = nn.Parameter(torch.empty(n_rot).uniform_(-math.pi, math.pi))
+            self.omega = nn.Parameter(torch.empty(n).uniform_(-math.pi, math.pi))
+        self.U = nn.Parameter(torch.empty(d_input, width).uniform_(-0.01, 0.01))    # [Re U | Im U]
+        self.bias = nn.Parameter(torch.zeros(n))                                      # modReLU bias
+        self.register_buffer("h0", torch.zeros(1, width))
+        self.readout = nn.Linear(2 * n if complex and readout == "reim" else n, d_output)
+        glorot_(self.readout.weight.data.T)
+        nn.init.constant_(self.readout.bias, 0.01)
+
+    @classmethod
+    def n_params(cls, n: int, d_input: int, d_output: int, *, style: str = "tunable", capacity: int = 2,
+                 complex: bool = True, readout: str = "re", dense: bool | None = None) -> int:
+        n_rot = capacity * (n - 1) // 2 if style == "tunable" else (n // 2) * int(math.log2(n))
+        if not complex:
+            return n_rot + n + n * d_input + n * d_output + d_output
+        features = 2 * n if readout == "reim" else n
+        # θ and φ per rotation, ω n, bias n, input 2nm, readout
+        return 2 * n_rot + 2 * n + 2 * n * d_input + features * d_output + d_output
+
+    @classmethod
+    def check_options(cls, *, style: str = "tunable", capacity: int = 2, complex: bool = True,
+                      readout: str = "re", dense: bool | None = None) -> None:
+        """The errors that do not depend on n (raised as they are by ``hidden_for_budget``)."""
+        if style not in STYLES:
+            raise UnknownNameError(f"eurnn: unknown style {style!r}; known styles: {', '.join(STYLES)}")
+        if readout not in READOUTS:
+            raise UnknownNameError(f"eurnn: unknown readout {readout!r}; known readouts: {', '.join(READOUTS)}")
+        if not isinstance(complex, bool):
+            raise ConfigError(f"eurnn: option complex must be true or false, got {complex!r}")
+        if dense is not None and not isinstance(dense, bool):
+            raise ConfigError(f"eurnn: option dense must be true, false or null (automatic), got {dense!r}")
+        if not complex and readout == "reim":
+            raise ConfigError("eurnn: readout 'reim' needs the complex version; use readout=re with complex=false")
+        if style == "tunable":
+            if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 2:
+                raise InvalidHiddenSizeError(f"eurnn: capacity L must be an even integer >= 2, got {capacity!r}")
+            if capacity % 2:
+                raise InvalidHiddenSizeError(
+                    f"eurnn: capacity L must be even (layers come in A/B pairs), got L={capacity}")
+
+    @classmethod
+    def valid_hidden(cls, n: int, *, style: str = "tunable", capacity: int = 2, complex: bool = True,
+                     readout: str = "re", dense: bool | None = None) -> None:
+        cls.check_options(style=style, capacity=capacity, complex=complex, readout=readout, dense=dense)
+        if style == "fft":
+            if n < 2 or n & (n - 1):
+                low = 1 << max(1, n.bit_length() - 1)
+                raise InvalidHiddenSizeError(
+                    f"eurnn: FFT style needs a power-of-two hidden size, got n={n}; nearest: {low} or {2 * low}")
+            return
+        if n % 2:
+            raise InvalidHiddenSizeError(
+                f"eurnn: tunable style needs an even hidden size (rotations act on pairs), got n={n}"
+                + (f"; try {n - 1} or {n + 1}" if n > 1 else ""))
+        if capacity > n:
+            raise InvalidHiddenSizeError(
+                f"eurnn: capacity L={capacity} exceeds the hidden size n={n}; allowed: even L with 2 <= L <= n")
+
+    @classmethod
+    def hidden_for_budget(cls, budget: int, d_input: int, d_output: int, **options) -> int:
+        cls.check_options(**options)
+        return super().hidden_for_budget(budget, d_input, d_output, **options)
+
+    def param_groups(self):
+        rotations = [self.theta, self.phi] if self.is_complex else [self.theta]
+        return {"W": rotations, "D": [self.omega] if self.is_complex else [],
+                "other": [self.U, self.bias, *self.readout.parameters()]}
+
+    def coefficients(self):
+        """Per-layer (v1, v2), each (layers, n), and the final diagonal e^{iω} (or None)."""
+        zero = self.theta.new_zeros(1)
+        theta = torch.cat([self.theta, zero])[self.rot]                 # (L, n); pad slot: θ = 0
+        c, s = torch.cos(theta), torch.sin(theta)
+        if not self.is_complex:
+            return c, torch.where(self.is_b, s, -s), None
+        e = torch.polar(torch.ones_like(theta), torch.cat([self.phi, zero])[self.rot])
+        one = torch.ones_like(e)
+        final = torch.polar(torch.ones_like(self.omega), self.omega)
+        return c * torch.where(self.is_b, e, one), s * torch.where(self.is_b, one, -e), final
+
+    def apply_layers(self, X: torch.Tensor, v1, v2, final) -> torch.Tensor:
+        """W x for every row x of X (..., n): x <- v1 * x + v2 * x[P] per layer, then e^{iω}."""
+        for l in range(v1.shape[0]):
+            X = v1[l] * X + v2[l] * X[..., self.partner[l]]
+        return X if final is None else X * final
+
+    def recurrent_matrix(self) -> torch.Tensor:
+        """(n, n) unitary (complex) or orthogonal (real) matrix, row convention (rows of I mapped)."""
+        v1, v2, final = self.coefficients()
+        return self.apply_layers(torch.eye(self.n_hidden, dtype=v1.dtype, device=v1.device), v1, v2, final)
+
+    def use_dense(self, device: torch.device) -> bool:
+        return self.dense if self.dense is not None else dense_is_faster(self.n_hidden, self.partner.shape[0], device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # (B, L, m) -> (B, L, p)
+        xu, n = x @ self.U, self.n_hidden
+        if self.use_dense(x.device):
+            W = self.recurrent_matrix()                                 # built once per forward
+            if self.is_complex:
+                hs = unroll(xu, self.h0, complex_to_real_block(W), lambda z: modrelu_eurnn(z, self.bias))
+            else:
+                hs = unroll(xu, self.h0, W, lambda z: modrelu_eurnn_real(z, self.bias))
+        else:
+            coef = self.coefficients()                                  # built once per forward
+            step = lambda h: self.apply_layers(h, *coef)                # noqa: E731
+            if self.is_complex:
+                hc = unroll_operator(torch.complex(xu[..., :n], xu[..., n:]),
+                                     torch.complex(self.h0[:, :n], self.h0[:, n:]), step,
+                                     lambda z: modrelu_eurnn_cplx(z, self.bias))
+                hs = torch.cat([hc.real, hc.imag], dim=-1)
+            else:
+                hs = unroll_operator(xu, self.h0, step, lambda z: modrelu_eurnn_real(z, self.bias))
+        return self.readout(hs[..., :n] if self.is_complex and self.readout_mode == "re" else hs)
+
+    @torch.no_grad()
+    def unitarity_error(self) -> float:
+        return unitarity_error(self.recurrent_matrix())

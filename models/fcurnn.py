@@ -1,0 +1,113 @@
+"""Full-capacity uRNN (Wisdom, Powers, Hershey, Le Roux & Atlas, NeurIPS 2016; reference/models.md §5).
+
+W is a dense unitary matrix, updated outside every Euclidean optimizer by the multiplicative
+Cayley step on the Stiefel manifold (the ``cayley`` optimizer in bench/optim.py, used for the
+``W`` group). Nothing pulls W back onto the manifold: in float32 it drifts, and
+``unitarity_error()`` (logged as ``diag/unitarity_error``) shows by how much (docs/models.md).
+
+Storage note: W is stored as a real (n, n, 2) tensor ([..., 0] = Re W, [..., 1] = Im W), so
+that ``model.double()`` works (it would drop the imaginary part of a complex parameter). That
+is 2n^2 stored reals for the n^2-dimensional unitary group; ``count_params`` counts n^2.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .errors import UnknownNameError
+
+from .base import RecurrentModel, glorot_
+from .unitary import complex_to_real_block, modrelu_complex, unitarity_error, unroll
+from .urnn import fixed_permutation, restricted_unitary
+
+
+def _init_rand(n: int) -> torch.Tensor:
+    # Wisdom's default 'rand': one random set of restricted-uRNN factors, multiplied out
+    theta = torch.empty(3, n, dtype=torch.float64).uniform_(-math.pi, math.pi)
+    refl = glorot_(torch.empty(2, 2 * n, dtype=torch.float64))
+    return restricted_unitary(theta, refl, fixed_permutation(n))
+
+
+def _init_haar(n: int) -> torch.Tensor:
+    # Haar-random unitary: QR of a complex Gaussian with the phases of R's diagonal removed
+    Z = torch.complex(torch.randn(n, n, dtype=torch.float64), torch.randn(n, n, dtype=torch.float64))
+    Q, R = torch.linalg.qr(Z)
+    d = torch.diagonal(R)
+    return Q * (d / d.abs()).unsqueeze(0)
+
+
+INITS = {"rand": _init_rand, "haar": _init_haar, "identity": lambda n: torch.eye(n, dtype=torch.complex128)}
+
+
+class FCURNN(RecurrentModel):
+    """Full-capacity uRNN.
+
+    Args:
+        d_input: input features per step (m).
+        d_output: outputs per step (p).
+        n_hidden: complex hidden size n (the real state has 2n entries).
+        init: initial W: ``"rand"`` (product of random restricted-uRNN factors, the reference's
+            default), ``"haar"`` (Haar-random) or ``"identity"``. Default: ``"rand"``.
+
+    Train the ``W`` group with the ``cayley`` (or ``cayley_rms``) optimizer; any Euclidean
+    optimizer takes W off the unitary group at once.
+
+    Example::
+
+        >>> model = FCURNN(d_input=10, d_output=9, n_hidden=128)
+        >>> model(torch.rand(2, 120, 10)).shape
+        torch.Size([2, 120, 9])
+    """
+
+    name = "fcurnn"
+    description = "full-capacity unitary RNN: dense unitary W, multiplicative Cayley step (drifts in float32)"
+    paper = "Wisdom et al., NeurIPS 2016"
+    groups = ("W", "other")
+    default_opts = {"W": ("cayley", 1e-3), "other": ("rmsprop", 1e-3)}
+
+    def __init__(self, d_input: int, d_output: int, n_hidden: int, *, init: str = "rand"):
+        self.valid_hidden(n_hidden, init=init)
+        super().__init__(d_input, d_output, n_hidden)
+        n = n_hidden
+        self.W = nn.Parameter(torch.view_as_real(INITS[init](n)).float().contiguous())   # (n, n, 2)
+        self.U = nn.Parameter(glorot_(torch.empty(d_input, 2 * n)))                      # [Re V | Im V]
+        self.bias = nn.Parameter(torch.empty(n).uniform_(-0.01, 0.01))                   # modReLU bias
+        bound = (3.0 / (2 * n)) ** 0.5
+        self.h0 = nn.Parameter(torch.empty(1, 2 * n).uniform_(-bound, bound))
+        self.readout = nn.Linear(2 * n, d_output)
+        glorot_(self.readout.weight.data.T)
+        nn.init.zeros_(self.readout.bias)
+
+    @classmethod
+    def n_params(cls, n: int, d_input: int, d_output: int, *, init: str = "rand") -> int:
+        # unitary W n^2 + bias n + h0 2n + input 2nm + readout 2np + p
+        return n * n + 3 * n + 2 * n * (d_input + d_output) + d_output
+
+    @classmethod
+    def valid_hidden(cls, n: int, *, init: str = "rand") -> None:
+        if init not in INITS:
+            raise UnknownNameError(f"fcurnn: unknown init {init!r}; known inits: {', '.join(INITS)}")
+        super().valid_hidden(n)
+
+    def count_params(self) -> int:
+        # W stores 2n^2 reals for the n^2-dimensional unitary group
+        return super().count_params() - self.n_hidden ** 2
+
+    def param_groups(self):
+        return {"W": [self.W], "other": [self.U, self.bias, self.h0, *self.readout.parameters()]}
+
+    def recurrent_matrix(self) -> torch.Tensor:
+        """Complex (n, n) W (a view of the stored parameter), row convention."""
+        return torch.view_as_complex(self.W)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # (B, L, m) -> (B, L, p)
+        W = complex_to_real_block(self.recurrent_matrix())
+        hs = unroll(x @ self.U, self.h0, W, lambda z: modrelu_complex(z, self.bias))
+        return self.readout(hs)
+
+    @torch.no_grad()
+    def unitarity_error(self) -> float:
+        return unitarity_error(self.recurrent_matrix())

@@ -1,0 +1,177 @@
+"""Restricted-capacity uRNN (Arjovsky, Shah & Bengio, ICML 2016; reference/models.md §4).
+
+W = D3 R2 F^-1 D2 Π R1 F D1 acting on the complex state: D_k = diag(e^{iθ_k}), R_k = I - 2vv^H/|v|^2
+with unnormalised complex v, F the unitary DFT (``norm="ortho"``), Π a fixed permutation
+(numpy seed 1234). 7n recurrent parameters. W is built once per forward pass by applying the
+factors to the identity (Wisdom's ``adhoc_fast``), then the recurrence is one real GEMM per step;
+for large n on CPU the factors are applied to the state at each step instead (option ``dense``).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from .base import RecurrentModel, glorot_
+from .errors import ConfigError
+from .unitary import MODRELU_EPS, complex_to_real_block, modrelu_complex, unitarity_error, unroll
+
+PERMUTATION_SEED = 1234
+
+
+def fixed_permutation(n: int) -> torch.Tensor:
+    """Arjovsky's Π: ``np.random.permutation(n)`` after seeding numpy with 1234."""
+    return torch.from_numpy(np.random.RandomState(PERMUTATION_SEED).permutation(n))
+
+
+def _reflect(X: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    # rows x of X -> (I - 2 v v^H / |v|^2) x
+    coef = (X @ v.conj()) * (2.0 / (v.abs() ** 2).sum())
+    return X - coef.unsqueeze(-1) * v
+
+
+def urnn_factors(theta: torch.Tensor, reflections: torch.Tensor):
+    """(d, v): the diagonals e^{iθ_k} (3, n) and the complex reflection vectors (2, n)."""
+    n = theta.shape[-1]
+    return torch.polar(torch.ones_like(theta), theta), torch.complex(reflections[:, :n], reflections[:, n:])
+
+
+def apply_restricted(X: torch.Tensor, d: torch.Tensor, v: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+    """W x = D3 R2 F^-1 D2 Π R1 F D1 x for every row x of the complex X (..., n)."""
+    X = torch.fft.fft(X * d[0], dim=-1, norm="ortho")                  # D1, F
+    X = _reflect(X, v[0])                                               # R1
+    X = torch.fft.ifft(X[..., perm] * d[1], dim=-1, norm="ortho")       # Π, D2, F^-1
+    return _reflect(X, v[1]) * d[2]                                     # R2, D3
+
+
+def restricted_unitary(theta: torch.Tensor, reflections: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+    """Row-convention complex matrix M of W = D3 R2 F^-1 D2 Π R1 F D1 (``h_t = h_{t-1} M``).
+
+    Args:
+        theta: (3, n) real phases of D1, D2, D3.
+        reflections: (2, 2n) real, row k is [Re v_k | Im v_k].
+        perm: (n,) long, the fixed permutation Π.
+
+    Applying the operator to every row of I gives M = W^T, so ``h @ M`` equals ``W h``.
+    """
+    d, v = urnn_factors(theta, reflections)
+    return apply_restricted(torch.eye(theta.shape[-1], dtype=d.dtype, device=d.device), d, v, perm)
+
+
+def dense_is_faster(n: int, layers: float, device: torch.device) -> bool:
+    """Automatic choice: dense W (one GEMM per step) or the factored operator applied per step.
+
+    Per step, the dense path costs ~n^2 and the factored one ~n (layers + 6) (elementwise work
+    per layer plus a fixed part), so dense wins while n <= 32 (layers + 6): the constant was
+    measured on CPU (1 thread, batch 20, T = 120; docs/models.md); urnn counts as 6 layers.
+    On GPUs the dense GEMM (one kernel per step instead of ~20) is used (not measured: no GPU).
+    """
+    if device.type != "cpu":
+        return True
+    return n <= 32 * (layers + 6)
+
+
+def unroll_operator(xu: torch.Tensor, h0: torch.Tensor, apply_W, activation) -> torch.Tensor:
+    """``h_t = activation(xu_t + apply_W(h_{t-1}))`` for a recurrent operator given as a function.
+
+    The factored counterpart of ``unitary.unroll`` (which takes a dense matrix), for models whose
+    W costs less to apply than to multiply out (urnn: O(n log n), eurnn: O(Ln) per step).
+    """
+    h = h0.expand(xu.shape[0], -1)
+    outs = []
+    for xu_t in xu.unbind(1):      # unbind, not xu[:, t]: its backward is one stack, not T full-size zeros
+        h = activation(xu_t + apply_W(h))
+        outs.append(h)
+    return torch.stack(outs, dim=1)
+
+
+def modrelu_cplx(z: torch.Tensor, bias: torch.Tensor, eps: float = MODRELU_EPS) -> torch.Tensor:
+    """``unitary.modrelu_complex`` on a complex tensor (same formula, same ε)."""
+    mag = torch.sqrt(z.real * z.real + z.imag * z.imag + eps)
+    return z * (torch.relu(mag + bias) / (mag + eps))
+
+
+class URNN(RecurrentModel):
+    """Restricted-capacity uRNN.
+
+    Args:
+        d_input: input features per step (m).
+        d_output: outputs per step (p).
+        n_hidden: complex hidden size n (the real state has 2n entries).
+        dense: ``True`` multiplies W out once per forward and runs one GEMM per step;
+            ``False`` applies the factors to the state at every step (O(n log n)); ``None``
+            picks the faster for the device and n (``dense_is_faster``). Default: ``None``.
+
+    modReLU uses the harness's ε (inside the root and in the denominator); the released code
+    has ε only in the denominator, which gives NaN gradients at z = 0.
+
+    Example::
+
+        >>> model = URNN(d_input=10, d_output=9, n_hidden=470)
+        >>> model(torch.rand(2, 120, 10)).shape
+        torch.Size([2, 120, 9])
+    """
+
+    name = "urnn"
+    description = "restricted-capacity unitary RNN: diagonals, FFTs, reflections, fixed permutation (7n params)"
+    paper = "Arjovsky, Shah & Bengio, ICML 2016"
+    groups = ("W", "D", "other")
+    default_opts = {"W": ("rmsprop", 1e-3), "D": ("rmsprop", 1e-3), "other": ("rmsprop", 1e-3)}
+
+    def __init__(self, d_input: int, d_output: int, n_hidden: int, *, dense: bool | None = None):
+        self.valid_hidden(n_hidden, dense=dense)
+        super().__init__(d_input, d_output, n_hidden)
+        n = n_hidden
+        self.dense = dense                                       # None: chosen per forward (dense_is_faster)
+        self.theta = nn.Parameter(torch.empty(3, n).uniform_(-math.pi, math.pi))     # D1, D2, D3
+        self.reflections = nn.Parameter(glorot_(torch.empty(2, 2 * n)))              # [Re v | Im v]
+        self.register_buffer("perm", fixed_permutation(n))
+        self.U = nn.Parameter(glorot_(torch.empty(d_input, 2 * n)))                  # [Re V | Im V]
+        self.bias = nn.Parameter(torch.empty(n).uniform_(-0.01, 0.01))               # modReLU bias
+        bound = (3.0 / (2 * n)) ** 0.5
+        self.h0 = nn.Parameter(torch.empty(1, 2 * n).uniform_(-bound, bound))
+        self.readout = nn.Linear(2 * n, d_output)
+        glorot_(self.readout.weight.data.T)
+        nn.init.zeros_(self.readout.bias)
+
+    @classmethod
+    def n_params(cls, n: int, d_input: int, d_output: int, *, dense: bool | None = None) -> int:
+        # 3n phases + 4n reflection reals + n bias + 2n h0 + 2nm input + 2np + p readout
+        return 10 * n + 2 * n * (d_input + d_output) + d_output
+
+    @classmethod
+    def valid_hidden(cls, n: int, *, dense: bool | None = None) -> None:
+        if dense is not None and not isinstance(dense, bool):
+            raise ConfigError(f"urnn: option dense must be true, false or null (automatic), got {dense!r}")
+        super().valid_hidden(n)
+
+    def param_groups(self):
+        return {"W": [self.reflections], "D": [self.theta],
+                "other": [self.U, self.bias, self.h0, *self.readout.parameters()]}
+
+    def recurrent_matrix(self) -> torch.Tensor:
+        """Complex (n, n) unitary matrix for the row convention h_t = ... + h_{t-1} W."""
+        return restricted_unitary(self.theta, self.reflections, self.perm)
+
+    def use_dense(self, device: torch.device) -> bool:
+        return self.dense if self.dense is not None else dense_is_faster(self.n_hidden, 6, device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # (B, L, m) -> (B, L, p)
+        xu = x @ self.U                                           # (B, L, 2n)
+        if self.use_dense(x.device):
+            W = complex_to_real_block(self.recurrent_matrix())   # built once per forward
+            hs = unroll(xu, self.h0, W, lambda z: modrelu_complex(z, self.bias))
+        else:
+            n = self.n_hidden
+            d, v = urnn_factors(self.theta, self.reflections)    # built once per forward
+            hc = unroll_operator(torch.complex(xu[..., :n], xu[..., n:]), torch.complex(self.h0[:, :n], self.h0[:, n:]),
+                                 lambda h: apply_restricted(h, d, v, self.perm), lambda z: modrelu_cplx(z, self.bias))
+            hs = torch.cat([hc.real, hc.imag], dim=-1)
+        return self.readout(hs)
+
+    @torch.no_grad()
+    def unitarity_error(self) -> float:
+        return unitarity_error(self.recurrent_matrix())
