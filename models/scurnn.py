@@ -22,6 +22,7 @@ from .unitary import (
     unitarity_error,
     unroll,
 )
+from .fastpath import recurrence
 
 
 class SCURNN(RecurrentModel):
@@ -37,6 +38,9 @@ class SCURNN(RecurrentModel):
         init_high: Re A is Cayley-block initialised with u ~ U(0, init_high). Default: π/2.
         solve_dtype: dtype for building W (the reference builds it in float64).
             Default: ``torch.complex128``.
+        fast: run the recurrence with ``fastpath.recurrence`` (hand-written backward); ``False``
+            uses the plain autograd loop ``unitary.unroll``, the reference the tests compare
+            against. Default: ``True``.
 
     Example::
 
@@ -51,8 +55,10 @@ class SCURNN(RecurrentModel):
     groups = ("A", "D", "other")
 
     def __init__(self, d_input: int, d_output: int, n_hidden: int, *, reference_gradient: bool = True,
-                 init_high: float = math.pi / 2, solve_dtype: torch.dtype = torch.complex128):
+                 init_high: float = math.pi / 2, solve_dtype: torch.dtype = torch.complex128,
+                 fast: bool = True):
         super().__init__(d_input, d_output, n_hidden)
+        self.fast = fast
         n = n_hidden
         self.solve_dtype = solve_dtype
         self.A_re = nn.Parameter(cayley_block_init(n, high=init_high).float())   # strict upper of Re A
@@ -96,7 +102,10 @@ class SCURNN(RecurrentModel):
         # (B, L, m) -> (B, L, p)
         W = complex_to_real_block(self.recurrent_matrix())          # built once per forward
         xu = x @ self.U                                              # (B, L, 2n)
-        hs = unroll(xu, self.h0, W, lambda z: modrelu_complex(z, self.bias))
+        if self.fast:
+            hs = recurrence(xu, self.h0, W, self.bias, "modrelu_complex")
+        else:
+            hs = unroll(xu, self.h0, W, lambda z: modrelu_complex(z, self.bias))
         return self.readout(hs)
 
     @torch.no_grad()

@@ -1,0 +1,440 @@
+"""``bench speed``: training and inference throughput, peak memory and the ratio to LSTM.
+
+    bench speed --task timit --params 83k                   # every registered model, one table
+    bench speed --model scurnn --model lstm --seq-len 100,200,400,800 --batch 32
+
+For every model at a matched parameter budget (the hidden size ``bench params`` picks, with the
+paper's options for the task) and the task's input/output sizes, on synthetic tensors (no data
+files are read):
+
+* training throughput: sequences/s of one forward + backward + optimizer step (the model's
+  per-group optimizers as ``bench run`` builds them, then ``post_step``), MSE loss on all steps;
+* inference throughput: sequences/s of a forward pass under ``torch.no_grad``;
+* the ratio of both to the matched-budget LSTM (``torch.nn.LSTM``), timed in the same process,
+  interleaved with the other models round by round, after warm-up, median of ``--repeats``;
+* peak memory of one training step: on CPU, in a fresh subprocess per model, the peak resident
+  set size during its first training step minus the resident size before it (Linux: VmHWM
+  after resetting it through /proc/self/clear_refs; elsewhere the growth of ``ru_maxrss``, a
+  lower bound). It counts autograd buffers, optimizer state and allocator slack; on CUDA it
+  is ``torch.cuda.max_memory_allocated`` above the resident model and data;
+* a floor for the recurrence: its GEMMs (T sequential forward steps, T sequential backward
+  steps, one weight-gradient GEMM over all steps) timed alone at the model's shapes;
+* with several ``--seq-len`` or ``--batch`` values, the slope of time against T (or B) and
+  whether it is linear (least squares, R^2).
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from bench.config import parse_count
+from bench.models.errors import BenchError, ConfigError
+
+REFERENCE = "lstm"
+# Shapes of tasks that may be missing from the registry (no data files are needed here).
+FALLBACK_DIMS = {"timit": (129, 129)}
+DEFAULT_SHAPE = {"timit": (200, 32)}      # (T, B) when --seq-len/--batch are not given
+
+
+# -- model specs ------------------------------------------------------------------------------
+def task_dims(task: str) -> tuple[int, int]:
+    """(d_input, d_output) of a task, without reading data."""
+    from bench.tasks import TASKS
+
+    if task not in TASKS:
+        if task in FALLBACK_DIMS:
+            return FALLBACK_DIMS[task]
+        raise ConfigError(f"unknown task {task!r}; known tasks: {', '.join(sorted({*TASKS, *FALLBACK_DIMS}))}")
+    cls = TASKS[task]
+    try:
+        obj = cls()
+    except BenchError:
+        obj = cls
+    return obj.d_input, obj.d_output
+
+
+def model_specs(names: list[str], task: str, budget: int | None, hidden: int | None, plain: bool) -> list[dict]:
+    """One dict per timed model: label, name, n, params, options, optimizer specs."""
+    from bench.models import MODELS, get_model_class
+    from bench.paper import paper_setting
+
+    m, p = task_dims(task)
+    if budget is None and hidden is None:
+        anchor = paper_setting("scurnn", task)
+        if anchor is None:
+            raise ConfigError(f"the paper gives no scuRNN size for task {task!r}; pass --params or --hidden")
+        budget = MODELS["scurnn"].n_params(anchor.n_hidden, m, p)
+    specs = []
+    for name in names:
+        cls = get_model_class(name)
+        row = paper_setting(name, task)
+        opts = dict(row.options) if row else {}
+        n = hidden if hidden is not None else cls.hidden_for_budget(budget, m, p, **opts)
+        cls.valid_hidden(n, **opts)
+        spec = {"label": name, "name": name, "n": n, "params": cls.n_params(n, m, p, **opts), "options": opts,
+                "optim": dict(row.opts) if row and row.opts else dict(cls.default_opts), "d_input": m, "d_output": p}
+        specs.append(spec)
+        if plain and "fast" in inspect.signature(cls.__init__).parameters:
+            specs.append({**spec, "label": f"{name}-plain", "options": {**opts, "fast": False}})
+    return specs
+
+
+def build(spec: dict, device: torch.device, seed: int = 0):
+    from bench.models import build_model
+    from bench.optim import GroupOptimizer
+
+    torch.manual_seed(seed)
+    model = build_model(spec["name"], spec["d_input"], spec["d_output"], spec["n"], **spec["options"]).to(device)
+    groups = model.param_groups()
+    opt = GroupOptimizer({g: (groups.get(g, []), o, lr) for g, (o, lr) in spec["optim"].items()})
+    return model, opt
+
+
+def train_step(model, opt, x, y) -> None:
+    opt.zero_grad(set_to_none=True)
+    F.mse_loss(model(x), y).backward()
+    opt.step()
+    model.post_step()
+
+
+def infer_step(model, x) -> None:
+    with torch.no_grad():
+        model(x)
+
+
+# -- timing -----------------------------------------------------------------------------------
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_interleaved(fns: dict, repeats: int, warmup: int, device: torch.device) -> dict[str, list[float]]:
+    """Seconds per call of every function, round-robin: each round calls each function once."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    _sync(device)
+    times = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            times[k].append(time.perf_counter() - start)
+    return times
+
+
+def recurrent_gemm(model) -> tuple[int, int] | None:
+    """(rows, cols) of the per-step recurrent matrix product h_{t-1} @ W (real numbers), or None."""
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.LSTM):
+            return mod.hidden_size, 4 * mod.hidden_size
+        if isinstance(mod, torch.nn.GRU):
+            return mod.hidden_size, 3 * mod.hidden_size
+    if hasattr(model, "recurrent_matrix"):
+        with torch.no_grad():
+            W = model.recurrent_matrix()
+        k = 2 if W.is_complex() else 1
+        return k * W.shape[-2], k * W.shape[-1]
+    return None
+
+
+def gemm_floor(B: int, T: int, d_in: int, d_out: int, device: torch.device, repeats: int) -> dict:
+    """Time of the recurrence's GEMMs alone: T steps (B, d_in) @ (d_in, d_out) forward, T steps
+    (B, d_out) @ (d_out, d_in) backward, and one (d_in, T*B) @ (T*B, d_out) weight gradient."""
+    g = torch.Generator(device="cpu").manual_seed(0)
+    W = (torch.randn(d_in, d_out, generator=g) / d_in ** 0.5).to(device)
+    h = torch.randn(B, d_in, generator=g).to(device)
+    gz = torch.randn(B, d_out, generator=g).to(device)
+    Hs = torch.randn(T * B, d_in, generator=g).to(device)
+    Gs = torch.randn(T * B, d_out, generator=g).to(device)
+    out_f, out_b = torch.empty(B, d_out, device=device), torch.empty(B, d_in, device=device)
+
+    def fwd():
+        for _ in range(T):
+            torch.addmm(gz, h, W, out=out_f)
+
+    def bwd():
+        for _ in range(T):
+            torch.addmm(h, gz, W.T, out=out_b)
+
+    def dW():
+        Hs.T @ Gs
+
+    t = {k: statistics.median(v) for k, v in time_interleaved({"fwd": fwd, "bwd": bwd, "dW": dW}, repeats, 1, device).items()}
+    flops_step = 2 * B * d_in * d_out
+    return {"gemm": [d_in, d_out], "fwd_s": t["fwd"], "bwd_s": t["bwd"], "dW_s": t["dW"],
+            "train_s": t["fwd"] + t["bwd"] + t["dW"], "infer_s": t["fwd"],
+            "train_gflop": 3 * T * flops_step / 1e9, "step_gflops": T * flops_step / t["fwd"] / 1e9,
+            "bulk_gflops": T * flops_step / t["dW"] / 1e9}
+
+
+# -- memory (fresh subprocess per model) ------------------------------------------------------
+def memory_probe(spec: dict, T: int, B: int, device: str, threads: int) -> dict:
+    """Peak memory of one training step of ``spec`` in a fresh process (see the module doc)."""
+    code = "import json, sys; from bench.speed import _probe_main; _probe_main(json.loads(sys.argv[1]))"
+    arg = json.dumps({"spec": spec, "T": T, "B": B, "device": device, "threads": threads})
+    proc = subprocess.run([sys.executable, "-c", code, arg], capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {"error": (proc.stderr.strip().splitlines() or ["probe failed"])[-1]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _rss_mb(field: str) -> float | None:
+    """VmRSS / VmHWM of this process from /proc (Linux), in MiB; None elsewhere."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Linux >= 4.0: set the peak RSS (VmHWM) to the current RSS, so that importing torch (whose
+    transient peak is larger than a small model's step) does not hide the step's peak."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _maxrss_mb() -> float:
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024      # bytes on macOS, KiB on Linux
+
+
+def _probe_main(args: dict) -> None:
+    torch.set_num_threads(args["threads"])
+    device = torch.device(args["device"])
+    spec, T, B = args["spec"], args["T"], args["B"]
+    model, opt = build(spec, device)
+    x = torch.randn(B, T, spec["d_input"], device=device)
+    y = torch.randn(B, T, spec["d_output"], device=device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        train_step(model, opt, x, y)
+        torch.cuda.synchronize(device)
+        out = {"train_mb": (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20, "measure": "cuda_max_allocated"}
+    elif _reset_peak_rss() and _rss_mb("VmHWM") is not None:
+        base = _rss_mb("VmRSS")
+        train_step(model, opt, x, y)
+        out = {"train_mb": _rss_mb("VmHWM") - base, "measure": "peak_rss_growth"}
+    else:                                                   # no /proc: the peak since start (may hide small steps)
+        base = _maxrss_mb()
+        train_step(model, opt, x, y)
+        out = {"train_mb": _maxrss_mb() - base, "measure": "ru_maxrss_growth"}
+    print(json.dumps(out))
+
+
+# -- the table --------------------------------------------------------------------------------
+def speed_table(names: list[str], task: str, *, budget: int | None = None, hidden: int | None = None,
+                seq_lens: list[int], batches: list[int], threads: int, repeats: int = 7, warmup: int = 2,
+                device: str = "cpu", plain: bool = False, memory: bool = True, floor: bool = True,
+                log=print) -> dict:
+    """Measure every model at every (T, B); returns the JSON-able report."""
+    torch.set_num_threads(threads)
+    dev = torch.device(device)
+    if REFERENCE not in names:
+        names = [*names, REFERENCE]
+    specs = model_specs(names, task, budget, hidden, plain)
+    report = {"task": task, "d_input": specs[0]["d_input"], "d_output": specs[0]["d_output"], "device": str(dev),
+              "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
+              "cpu": platform.processor() or platform.machine(), "repeats": repeats, "warmup": warmup,
+              "loadavg_start": _loadavg(), "memory_measure": None, "rows": []}
+    for T in seq_lens:
+        for B in batches:
+            g = torch.Generator().manual_seed(0)
+            x = torch.randn(B, T, report["d_input"], generator=g).to(dev)
+            y = torch.randn(B, T, report["d_output"], generator=g).to(dev)
+            built = {s["label"]: build(s, dev) for s in specs}
+            fns = {}
+            for label, (model, opt) in built.items():
+                fns[("train", label)] = lambda model=model, opt=opt: train_step(model, opt, x, y)
+                fns[("infer", label)] = lambda model=model: infer_step(model, x)
+            log(f"T={T} B={B}: timing {len(specs)} models x {repeats} interleaved rounds ...")
+            med = {k: statistics.median(v) for k, v in time_interleaved(fns, repeats, warmup, dev).items()}
+            ref_train, ref_infer = med[("train", REFERENCE)], med[("infer", REFERENCE)]
+            floors = {}
+            for s in specs:
+                model = built[s["label"]][0]
+                row = {"model": s["label"], "n": s["n"], "params": s["params"], "T": T, "B": B,
+                       "options": s["options"],
+                       "train_ms": 1e3 * med[("train", s["label"])], "infer_ms": 1e3 * med[("infer", s["label"])],
+                       "train_seq_s": B / med[("train", s["label"])], "infer_seq_s": B / med[("infer", s["label"])],
+                       "train_vs_lstm": ref_train / med[("train", s["label"])],
+                       "infer_vs_lstm": ref_infer / med[("infer", s["label"])]}
+                shape = recurrent_gemm(model) if floor else None
+                if shape is not None:
+                    if shape not in floors:
+                        floors[shape] = gemm_floor(B, T, *shape, dev, max(3, repeats // 2))
+                    fl = floors[shape]
+                    row.update(floor_train_ms=1e3 * fl["train_s"], floor_infer_ms=1e3 * fl["infer_s"],
+                               recurrence_gflop=fl["train_gflop"], gemm=fl["gemm"],
+                               step_gflops=fl["step_gflops"], bulk_gflops=fl["bulk_gflops"])
+                if memory:
+                    mem = memory_probe(s, T, B, device, threads)
+                    row["train_peak_mb"] = mem.get("train_mb")
+                    report["memory_measure"] = mem.get("measure", report["memory_measure"])
+                    if "error" in mem:
+                        row["memory_error"] = mem["error"]
+                report["rows"].append(row)
+            del built, fns
+    report["loadavg_end"] = _loadavg()
+    report["scaling"] = scaling(report["rows"])
+    return report
+
+
+def _loadavg():
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def _fit(xs: list[float], ys: list[float]) -> dict:
+    """Least-squares line y = a + b x with R^2."""
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+    a = my - b * mx
+    ss_tot = sum((y - my) ** 2 for y in ys)
+    ss_res = sum((y - a - b * x) ** 2 for x, y in zip(xs, ys))
+    return {"slope": b, "intercept": a, "r2": 1 - ss_res / ss_tot if ss_tot > 0 else 1.0}
+
+
+def scaling(rows: list[dict]) -> list[dict]:
+    """Per model: train time against T at each B, and against B at each T (when several were run)."""
+    out = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == model]
+        for axis, other in (("T", "B"), ("B", "T")):
+            for fixed in sorted({r[other] for r in mine}):
+                pts = sorted((r[axis], r["train_ms"]) for r in mine if r[other] == fixed)
+                if len(pts) < 2:
+                    continue
+                fit = _fit([p[0] for p in pts], [p[1] for p in pts])
+                out.append({"model": model, "axis": axis, other: fixed, "points": len(pts),
+                            "ms_per_unit": fit["slope"], "intercept_ms": fit["intercept"], "r2": fit["r2"],
+                            "linear": fit["r2"] >= 0.99})
+    return out
+
+
+def print_report(report: dict, out=print) -> None:
+    out(f"bench speed: task {report['task']} (m={report['d_input']}, p={report['d_output']}), device "
+        f"{report['device']}, {report['threads']} threads, torch {report['torch']}, median of {report['repeats']} "
+        f"interleaved rounds after {report['warmup']} warm-up; load average {report['loadavg_start']} -> "
+        f"{report['loadavg_end']}")
+    out(f"{'model':<14} {'n':>5} {'params':>8} {'T':>5} {'B':>4} {'train seq/s':>11} {'xLSTM':>6} "
+        f"{'infer seq/s':>11} {'xLSTM':>6} {'train ms':>9} {'floor ms':>9} {'peak MB':>8}")
+    for r in report["rows"]:
+        floor = f"{r['floor_train_ms']:9.1f}" if "floor_train_ms" in r else f"{'-':>9}"
+        mem = f"{r['train_peak_mb']:8.1f}" if r.get("train_peak_mb") is not None else f"{'-':>8}"
+        out(f"{r['model']:<14} {r['n']:>5} {r['params']:>8,} {r['T']:>5} {r['B']:>4} {r['train_seq_s']:11.1f} "
+            f"{r['train_vs_lstm']:6.2f} {r['infer_seq_s']:11.1f} {r['infer_vs_lstm']:6.2f} {r['train_ms']:9.1f} "
+            f"{floor} {mem}")
+    if report["memory_measure"] == "peak_rss_growth":
+        out("peak MB: peak RSS during the first training step of a fresh process, minus its RSS before it "
+            "(model and data already resident)")
+    elif report["memory_measure"] == "ru_maxrss_growth":
+        out("peak MB: growth of ru_maxrss during the first training step of a fresh process (a lower bound)")
+    elif report["memory_measure"]:
+        out("peak MB: torch.cuda.max_memory_allocated during one training step, above the resident model and data")
+    out("floor ms: the recurrence's GEMMs alone at the model's shapes (T forward steps + T backward steps + "
+        "one weight-gradient GEMM)")
+    fast = {(r["model"], r["T"], r["B"]): r for r in report["rows"]}
+    for r in report["rows"]:
+        q = fast.get((r["model"][:-6], r["T"], r["B"])) if r["model"].endswith("-plain") else None
+        if q is not None:
+            out(f"{q['model']}: fast path {r['train_ms'] / q['train_ms']:.2f}x the training throughput of its plain "
+                f"autograd version, {r['infer_ms'] / q['infer_ms']:.2f}x for inference (T={q['T']}, B={q['B']})")
+    if report["scaling"]:
+        out("scaling of the training time (least squares):")
+        for s in report["scaling"]:
+            fixed = f"B={s['B']}" if s["axis"] == "T" else f"T={s['T']}"
+            out(f"  {s['model']:<14} vs {s['axis']} at {fixed}: {s['ms_per_unit']:.3f} ms per unit of "
+                f"{s['axis']}, intercept {s['intercept_ms']:.1f} ms, R^2 {s['r2']:.4f} "
+                f"({'linear' if s['linear'] else 'not linear'})")
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{flag} takes positive integers separated by commas, e.g. 100,200; got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise ConfigError(f"{flag} takes positive integers separated by commas, e.g. 100,200; got {text!r}")
+    return values
+
+
+def cmd_speed(args) -> int:
+    from bench.models import MODELS, get_model_class
+
+    names = args.model or sorted(MODELS)
+    for name in names:
+        get_model_class(name)                            # unknown names fail before any work
+    if args.repeats < 1 or args.warmup < 0:
+        raise ConfigError(f"--repeats must be >= 1 and --warmup >= 0; got {args.repeats} and {args.warmup}")
+    threads = args.threads if args.threads is not None else (os.cpu_count() or 1)
+    if threads < 1:
+        raise ConfigError(f"--threads must be a positive integer, got {threads}")
+    if args.device not in ("cpu", "cuda") or (args.device == "cuda" and not torch.cuda.is_available()):
+        raise ConfigError(f"--device must be cpu or cuda (when available); got {args.device!r}")
+    if args.hidden is not None and args.hidden <= 0:
+        raise ConfigError(f"--hidden must be a positive integer, got {args.hidden}")
+    T0, B0 = DEFAULT_SHAPE.get(args.task, (100, 32))
+    seq_lens = _int_list(args.seq_len, "--seq-len") if args.seq_len else [T0]
+    batches = _int_list(args.batch, "--batch") if args.batch else [B0]
+    budget = parse_count(args.params) if args.params else None
+    report = speed_table(names, args.task, budget=budget, hidden=args.hidden, seq_lens=seq_lens, batches=batches,
+                         threads=threads, repeats=args.repeats, warmup=args.warmup, device=args.device,
+                         plain=args.plain, memory=not args.no_memory, floor=not args.no_floor,
+                         log=(lambda *a: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr)))
+    print_report(report)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("speed", help="training/inference throughput and memory per model, as ratios to LSTM",
+                       description="Throughput (forward+backward+optimizer step, and inference), peak memory and "
+                                   "the ratio to the matched-budget torch.nn.LSTM, measured interleaved in one "
+                                   "process on synthetic tensors of the task's shape.")
+    p.add_argument("--task", default="timit", help="task whose input/output sizes to use (default: timit)")
+    p.add_argument("--params", help="parameter budget, e.g. 83k (default: scuRNN's paper budget for the task)")
+    p.add_argument("--hidden", type=int, help="use this hidden size for every model instead of a budget")
+    p.add_argument("--model", action="append", default=[],
+                   help="only this model (repeatable; default: every registered model); lstm is always added")
+    p.add_argument("--seq-len", help="sequence length(s), comma separated (default: 200 for timit, else 100)")
+    p.add_argument("--batch", help="batch size(s), comma separated (default: 32)")
+    p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--repeats", type=int, default=7, help="timed interleaved rounds; the median is reported (default: 7)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default: 2)")
+    p.add_argument("--plain", action="store_true", help="also time models that have a fast path with fast=False")
+    p.add_argument("--no-memory", action="store_true", help="skip the per-model memory subprocesses")
+    p.add_argument("--no-floor", action="store_true", help="skip the GEMM floor estimate")
+    p.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.set_defaults(func=cmd_speed)
