@@ -88,7 +88,7 @@ def record_recurrence(model: torch.nn.Module, zone: float = 0.1):
     """Within the block, forward passes of ``model`` record each h_t (kept in the graph) and
     modReLU statistics into the yielded recorder. Restores the model's module on exit."""
     rec = _Recorder(zone)
-    module = sys.modules[type(model).__module__]
+    module = sys.modules[type(model).forward.__module__]     # where the time loop is called
     originals = {}
 
     def unroll(xu, h0, W, activation):

@@ -11,7 +11,13 @@ RESULT_VERSION = 1
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``.
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(binary_file)`` on a temporary file in the same folder, fsync, then rename
+    it over ``path``.
 
     A reader sees the old file or the whole new one, never half a file; a crash leaves at
     most a ``.tmp-*`` file, which readers ignore.
@@ -19,8 +25,8 @@ def atomic_write_text(path: Path, text: str) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())     # mkstemp makes 0600; results are shared on clusters

@@ -1200,25 +1200,8 @@ def launch_array(sweep: Sweep, args) -> int:
     return 0
 
 
-def _nonneg(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
-
-
-def _pos(text: str) -> int:
-    value = _nonneg(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def register(sub) -> None:
-    from bench.cmd_run import add_run_arguments
+    from bench.cmd_run import _nonneg_int as _nonneg, _positive_int as _pos, add_run_arguments
 
     p = sub.add_parser(
         "sweep", help="Optuna sweep over per-group optimizers, learning rates and run flags",

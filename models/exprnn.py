@@ -11,9 +11,9 @@ import math
 import torch
 from torch import nn
 
-from .base import RecurrentModel
+from .orthogonal import RealModReLURNN
 from .errors import UnknownNameError
-from .unitary import cayley_block_init, modrelu_real, skew_symmetric, unitarity_error, unroll
+from .unitary import cayley_block_init, skew_symmetric
 
 
 def henaff_init(n: int) -> torch.Tensor:
@@ -28,7 +28,7 @@ def henaff_init(n: int) -> torch.Tensor:
 INITS = {"henaff": henaff_init, "cayley": lambda n: cayley_block_init(n)}
 
 
-class EXPRNN(RecurrentModel):
+class EXPRNN(RealModReLURNN):
     """expRNN.
 
     Args:
@@ -51,9 +51,10 @@ class EXPRNN(RecurrentModel):
     groups = ("A", "other")
     default_opts = {"A": ("rmsprop", 1e-4), "other": ("rmsprop", 1e-3)}   # the reference's lr_orth = lr/10
 
-    def __init__(self, d_input: int, d_output: int, n_hidden: int, *, init: str = "henaff"):
+    def __init__(self, d_input: int, d_output: int, n_hidden: int, *, init: str = "henaff", fast: bool = True):
         self.valid_hidden(n_hidden, init=init)
         super().__init__(d_input, d_output, n_hidden)
+        self.fast = fast                                                  # models/fastpath.py
         n = n_hidden
         self.A = nn.Parameter(INITS[init](n).float())                     # strict upper triangle of A
         self.U = nn.Parameter(torch.randn(d_input, n) * math.sqrt(2.0 / d_input))   # Kaiming normal
@@ -80,13 +81,3 @@ class EXPRNN(RecurrentModel):
     def recurrent_matrix(self) -> torch.Tensor:
         """Orthogonal (n, n) W = exp(A), row convention."""
         return torch.linalg.matrix_exp(skew_symmetric(self.A, self.n_hidden))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # (B, L, m) -> (B, L, p)
-        W = self.recurrent_matrix()                                       # built once per forward
-        hs = unroll(x @ self.U, self.h0, W, lambda z: modrelu_real(z, self.bias))
-        return self.readout(hs)
-
-    @torch.no_grad()
-    def unitarity_error(self) -> float:
-        return unitarity_error(self.recurrent_matrix())

@@ -10,9 +10,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import RecurrentModel, glorot_
+from .base import glorot_
+from .orthogonal import RealModReLURNN
 from .errors import InvalidHiddenSizeError
-from .unitary import cayley_block_init, modrelu_real, scaled_cayley, skew_symmetric, unitarity_error, unroll
+from .unitary import cayley_block_init, scaled_cayley, skew_symmetric
 
 
 def n_negative(n: int, rho: int | None, rho_frac: float) -> int:
@@ -20,7 +21,7 @@ def n_negative(n: int, rho: int | None, rho_frac: float) -> int:
     return rho if rho is not None else int(round(rho_frac * n))
 
 
-class SCORNN(RecurrentModel):
+class SCORNN(RealModReLURNN):
     """scoRNN.
 
     Args:
@@ -45,9 +46,11 @@ class SCORNN(RecurrentModel):
     groups = ("A", "other")
     default_opts = {"A": ("rmsprop", 1e-4), "other": ("rmsprop", 1e-3)}
 
-    def __init__(self, d_input: int, d_output: int, n_hidden: int, *, rho: int | None = None, rho_frac: float = 0.5):
+    def __init__(self, d_input: int, d_output: int, n_hidden: int, *, rho: int | None = None, rho_frac: float = 0.5,
+                 fast: bool = True):
         self.valid_hidden(n_hidden, rho=rho, rho_frac=rho_frac)
         super().__init__(d_input, d_output, n_hidden)
+        self.fast = fast                                                  # models/fastpath.py
         n = n_hidden
         self.rho = n_negative(n, rho, rho_frac)
         self.register_buffer("d", torch.cat([torch.ones(n - self.rho), -torch.ones(self.rho)]))
@@ -94,13 +97,3 @@ class SCORNN(RecurrentModel):
         """Orthogonal (n, n) W for the row convention h_t = ... + h_{t-1} W (reference's code form)."""
         A = skew_symmetric(self.A, self.n_hidden)
         return scaled_cayley(A, self.d.to(A.dtype), solve_dtype=torch.float64).to(A.dtype)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # (B, L, m) -> (B, L, p)
-        W = self.recurrent_matrix()                                      # built once per forward
-        hs = unroll(x @ self.U, self.h0, W, lambda z: modrelu_real(z, self.bias))
-        return self.readout(hs)
-
-    @torch.no_grad()
-    def unitarity_error(self) -> float:
-        return unitarity_error(self.recurrent_matrix())

@@ -17,7 +17,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 import zipfile
 from dataclasses import dataclass
@@ -28,7 +27,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from bench.models.errors import DataError
+from bench.models.errors import ConfigError, DataError
+from bench.results import atomic_write
 
 from .loader import ResumableDataModule
 
@@ -233,20 +233,8 @@ def cached_features(paths: list[Path], root: str | Path, settings: FeatureSettin
 def _write_cache(path: Path, key: dict, feats: list[np.ndarray]) -> None:
     lengths = np.array([len(f) for f in feats], dtype=np.int64)
     stacked = np.concatenate(feats) if feats else np.zeros((0, 0), np.float32)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, features=stacked, lengths=lengths, key=np.array(json.dumps(key, sort_keys=True)))
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache may be shared
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    atomic_write(path, lambda f: np.savez(f, features=stacked, lengths=lengths,
+                                          key=np.array(json.dumps(key, sort_keys=True))))
 
 
 def _load_cache(path: Path, key: dict) -> list[np.ndarray] | None:
@@ -344,6 +332,15 @@ class SpeechTaskMixin:
     output_mode = "all"
     metric, metric_mode = "mse", "min"
     d_input = d_output = PAPER_FEATURES.n_bins
+    needs_data_dir = True
+    uses_seq_len = False
+
+    def __init__(self, seq_len: int | None = None, data_dir: str | None = None, data_seed: int = 5544):
+        if seq_len is not None:
+            raise ConfigError(f"{self.name}: utterances have their own lengths; --seq-len {seq_len} does not apply")
+        super().__init__(seq_len=None, data_dir=data_dir, data_seed=data_seed)
+        self.details: dict = {}
+        self.files: dict[str, list[str]] = {}     # split -> audio files, once datamodule() ran
 
     def loss(self, out, batch):
         _, y, mask = batch

@@ -37,17 +37,8 @@ def split_files(paths: list[Path], seed: int) -> dict[str, list[Path]]:
 class Speech(SpeechTaskMixin, Task):
     name = "speech"
     description = "next-frame prediction of 129-bin log spectra on any folder of WAV/FLAC/SPHERE (masked MSE)"
-    needs_data_dir = True
-    uses_seq_len = False
     defaults = {"batch_size": 8, "max_steps": 200, "val_every": 50}
     paper_scale = {"batch_size": 28, "max_steps": 13_200, "val_every": 132}
-
-    def __init__(self, seq_len: int | None = None, data_dir: str | None = None, data_seed: int = 5544):
-        if seq_len is not None:
-            raise ConfigError(f"{self.name}: utterances have their own lengths; --seq-len {seq_len} does not apply")
-        super().__init__(seq_len=None, data_dir=data_dir, data_seed=data_seed)
-        self.details: dict = {}
-        self.files: dict[str, list[str]] = {}     # split -> audio files, once datamodule() ran
 
     def datamodule(self, batch_size: int):
         if self.data_dir is None:

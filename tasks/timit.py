@@ -96,18 +96,9 @@ def timit_splits(utterances: list[dict]) -> dict[str, list[dict]]:
 class TIMIT(SpeechTaskMixin, Task):
     name = "timit"
     description = "TIMIT next-frame prediction of 129-bin log-magnitude spectra (masked MSE, paper convention)"
-    needs_data_dir = True
-    uses_seq_len = False
     # 3,696 / 28 = 132 steps per epoch; Wisdom's runs: batch 28, at most 100 epochs, validate every epoch.
     defaults = {"batch_size": 28, "max_steps": 264, "val_every": 132}
     paper_scale = {"batch_size": 28, "max_steps": 13_200, "val_every": 132}
-
-    def __init__(self, seq_len: int | None = None, data_dir: str | None = None, data_seed: int = 5544):
-        if seq_len is not None:
-            raise ConfigError(f"{self.name}: utterances have their own lengths; --seq-len {seq_len} does not apply")
-        super().__init__(seq_len=None, data_dir=data_dir, data_seed=data_seed)
-        self.details: dict = {}
-        self.files: dict[str, list[str]] = {}     # split -> audio files, once datamodule() ran
 
     def datamodule(self, batch_size: int):
         if self.data_dir is None:

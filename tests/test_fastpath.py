@@ -126,6 +126,25 @@ def test_eurnn_modrelu_through_eps_options():
         _close(a, b, 1e-10, "grad")
 
 
+@pytest.mark.parametrize("name", ["scornn", "exprnn"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_real_orthogonal_models_fast_equal_plain(name, dtype):
+    torch.manual_seed(0)
+    fast = build_model(name, 5, 4, 6).to(dtype)
+    plain = build_model(name, 5, 4, 6, fast=False).to(dtype)
+    plain.load_state_dict(fast.state_dict())
+    with torch.no_grad():
+        for model in (fast, plain):
+            model.bias.copy_(torch.linspace(-0.4, 0.2, 6))
+    x, target = torch.randn(3, 15, 5, dtype=dtype), torch.randn(3, 15, 4, dtype=dtype)
+    out_f, out_p = fast(x), plain(x)
+    _close(out_f, out_p, TOL[dtype], "output")
+    F.mse_loss(out_f, target).backward()
+    F.mse_loss(out_p, target).backward()
+    for (pname, pf), pp in zip(fast.named_parameters(), plain.parameters()):
+        _close(pf.grad, pp.grad, TOL[dtype], f"d{pname}")
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_scurnn_fast_equals_plain(dtype):
     torch.manual_seed(0)
@@ -203,6 +222,8 @@ def test_bench_speed_smoke(tmp_path, capsys):
     assert all(r["train_vs_lstm"] == 1.0 and r["infer_vs_lstm"] == 1.0 for r in lstm)
     scurnn = [r for r in report["rows"] if r["model"] == "scurnn"]
     assert [r["T"] for r in scurnn] == [6, 12] and all(r["gemm"] == [16, 16] for r in scurnn)
+    assert all(0 < r["floor_train_ms"] < r["floor_gemm_ms"] for r in scurnn)
+    assert scurnn[1]["recurrence_gflop"] == pytest.approx(3 * 12 * 2 * 2 * 16 * 16 / 1e9)   # 3 GEMMs x T steps
     assert {(s["model"], s["axis"]) for s in report["scaling"]} >= {("scurnn", "T"), ("lstm", "T")}
 
 
