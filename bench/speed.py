@@ -18,7 +18,9 @@ files are read):
   lower bound). It counts autograd buffers, optimizer state and allocator slack; on CUDA it
   is ``torch.cuda.max_memory_allocated`` above the resident model and data;
 * a floor for the recurrence: its GEMMs (T sequential forward steps, T sequential backward
-  steps, one weight-gradient GEMM over all steps) timed alone at the model's shapes;
+  steps, one weight-gradient GEMM over all steps) timed alone at the model's shapes; and a
+  GEMM floor for the whole step, adding the input-projection and readout GEMMs' FLOPs at the
+  measured bulk GEMM rate (an estimate: it assumes a readout on the full real state);
 * with several ``--seq-len`` or ``--batch`` values, the slope of time against T (or B) and
   whether it is linear (least squares, R^2).
 """
@@ -287,8 +289,12 @@ def speed_table(names: list[str], task: str, *, budget: int | None = None, hidde
                     if shape not in floors:
                         floors[shape] = gemm_floor(B, T, *shape, dev, max(3, repeats // 2))
                     fl = floors[shape]
+                    # plus the bulk GEMMs around the recurrence, at the weight-gradient GEMM's rate:
+                    # input projection (forward, weight gradient) and readout (forward, both gradients)
+                    bulk = 2 * B * T * (2 * report["d_input"] * shape[1] + 3 * shape[0] * report["d_output"])
                     row.update(floor_train_ms=1e3 * fl["train_s"], floor_infer_ms=1e3 * fl["infer_s"],
-                               recurrence_gflop=fl["train_gflop"], gemm=fl["gemm"],
+                               floor_gemm_ms=1e3 * fl["train_s"] + 1e3 * bulk / (fl["bulk_gflops"] * 1e9),
+                               recurrence_gflop=fl["train_gflop"], bulk_gflop=bulk / 1e9, gemm=fl["gemm"],
                                step_gflops=fl["step_gflops"], bulk_gflops=fl["bulk_gflops"])
                 if memory:
                     mem = memory_probe(s, T, B, device, threads)
@@ -345,9 +351,10 @@ def print_report(report: dict, out=print) -> None:
         f"interleaved rounds after {report['warmup']} warm-up; load average {report['loadavg_start']} -> "
         f"{report['loadavg_end']}")
     out(f"{'model':<14} {'n':>5} {'params':>8} {'T':>5} {'B':>4} {'train seq/s':>11} {'xLSTM':>6} "
-        f"{'infer seq/s':>11} {'xLSTM':>6} {'train ms':>9} {'floor ms':>9} {'peak MB':>8}")
+        f"{'infer seq/s':>11} {'xLSTM':>6} {'train ms':>9} {'rec floor':>9} {'GEMM floor':>10} {'peak MB':>8}")
     for r in report["rows"]:
-        floor = f"{r['floor_train_ms']:9.1f}" if "floor_train_ms" in r else f"{'-':>9}"
+        floor = (f"{r['floor_train_ms']:9.1f} {r['floor_gemm_ms']:10.1f}" if "floor_train_ms" in r
+                 else f"{'-':>9} {'-':>10}")
         mem = f"{r['train_peak_mb']:8.1f}" if r.get("train_peak_mb") is not None else f"{'-':>8}"
         out(f"{r['model']:<14} {r['n']:>5} {r['params']:>8,} {r['T']:>5} {r['B']:>4} {r['train_seq_s']:11.1f} "
             f"{r['train_vs_lstm']:6.2f} {r['infer_seq_s']:11.1f} {r['infer_vs_lstm']:6.2f} {r['train_ms']:9.1f} "
@@ -359,8 +366,9 @@ def print_report(report: dict, out=print) -> None:
         out("peak MB: growth of ru_maxrss during the first training step of a fresh process (a lower bound)")
     elif report["memory_measure"]:
         out("peak MB: torch.cuda.max_memory_allocated during one training step, above the resident model and data")
-    out("floor ms: the recurrence's GEMMs alone at the model's shapes (T forward steps + T backward steps + "
-        "one weight-gradient GEMM)")
+    out("rec floor: the recurrence's GEMMs alone, timed at the model's shapes (T forward steps + T backward steps "
+        "+ one weight-gradient GEMM); GEMM floor: plus the input projection and readout GEMMs at the measured "
+        "bulk GEMM rate (ms per training step)")
     fast = {(r["model"], r["T"], r["B"]): r for r in report["rows"]}
     for r in report["rows"]:
         q = fast.get((r["model"][:-6], r["T"], r["B"])) if r["model"].endswith("-plain") else None

@@ -243,3 +243,14 @@ def test_memory_probe_reports_growth():
     mem = memory_probe(spec, T=400, B=16, device="cpu", threads=1)
     assert "error" not in mem and mem["measure"] == "peak_rss_growth"
     assert mem["train_mb"] > 5           # 16 x 400 x 16 states alone are 0.4 MB; autograd and copies add more
+
+
+@pytest.mark.slow
+def test_copying_t2000_step_fits_and_beats_plain_memory():
+    """Issue 7: copying at T=2000 (batch 20, n=130) trains within 2 GB, with no more memory than the plain loop."""
+    from bench.speed import memory_probe, model_specs
+
+    fast, plain = model_specs(["scurnn"], "copying", None, 130, True)
+    got = {s["label"]: memory_probe(s, T=2000, B=20, device="cpu", threads=1)["train_mb"] for s in (fast, plain)}
+    assert got["scurnn"] < 2048
+    assert got["scurnn"] <= got["scurnn-plain"]
