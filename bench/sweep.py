@@ -2,7 +2,7 @@
 
 Every trial is a normal run through :func:`bench.run.run` (its own result.json and W&B run);
 the study only chooses the config overrides. Search spaces are YAML data in ``sweeps/``
-(format in docs/sweeps.md). Storage is a journal file under the runs directory by default,
+(format in the README, "Sweeps"). Storage is a journal file under the runs directory by default,
 or PostgreSQL (``postgresql://...``) with heartbeats for clusters.
 
 How workers share a study (reference/harness.md §2):

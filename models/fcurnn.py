@@ -3,7 +3,7 @@
 W is a dense unitary matrix, updated outside every Euclidean optimizer by the multiplicative
 Cayley step on the Stiefel manifold (the ``cayley`` optimizer in bench/optim.py, used for the
 ``W`` group). Nothing pulls W back onto the manifold: in float32 it drifts, and
-``unitarity_error()`` (logged as ``diag/unitarity_error``) shows by how much (docs/models.md).
+``unitarity_error()`` (logged as ``diag/unitarity_error``) shows by how much (README, "Models").
 
 Storage note: W is stored as a real (n, n, 2) tensor ([..., 0] = Re W, [..., 1] = Im W), so
 that ``model.double()`` works (it would drop the imaginary part of a complex parameter). That

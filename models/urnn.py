@@ -65,7 +65,7 @@ def dense_is_faster(n: int, layers: float, device: torch.device) -> bool:
 
     Per step, the dense path costs ~n^2 and the factored one ~n (layers + 6) (elementwise work
     per layer plus a fixed part), so dense wins while n <= 32 (layers + 6): the constant was
-    measured on CPU (1 thread, batch 20, T = 120; docs/models.md); urnn counts as 6 layers.
+    measured on CPU (1 thread, batch 20, T = 120; README, "Models"); urnn counts as 6 layers.
     On GPUs the dense GEMM (one kernel per step instead of ~20) is used (not measured: no GPU).
     """
     if device.type != "cpu":

@@ -1,1 +1,1 @@
-"""Search spaces for `bench sweep`, as YAML data (see docs/sweeps.md)."""
+"""Search spaces for `bench sweep`, as YAML data (see the README, "Sweeps")."""
