@@ -128,3 +128,15 @@ def test_readers_ignore_stray_temporary_files(tmp_path):
     found = {p.parent.name: (r, e) for p, r, e in iter_results(tmp_path)}
     assert set(found) == {"a", "b"}
     assert found["a"][0]["status"] == "completed" and found["b"][0] is None and found["b"][1]
+
+
+def test_runs_dir_that_cannot_be_created_is_a_clear_error(tmp_path, capsys):
+    from bench.cli import main
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the runs directory should be")
+    code = main(["run", "--model", "scurnn", "--task", "copying", "--seq-len", "10", "--hidden", "8",
+                 "--max-steps", "2", "--runs-dir", str(blocker), "--wandb", "disabled", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"cannot create runs directory {blocker}/copying/scurnn" in err and "choose another with --runs-dir" in err
