@@ -152,6 +152,10 @@ def resolve(cfg: RunConfig) -> RunConfig:
         opts[group] = [opt, float(lr)]
     for group in model_cls.groups:
         opts.setdefault(group, list(model_cls.default_opts.get(group, ("adam", 1e-3))))
+    for group, allowed in model_cls.manifold_groups.items():
+        if opts[group][0] not in allowed:
+            raise ConfigError(f"group {group!r} of {cfg.model} is updated on its manifold: its optimizer must be "
+                              f"one of {', '.join(allowed)}, got {opts[group][0]!r}")
     cfg.opts = {g: opts[g] for g in model_cls.groups}
     cfg.resolved = True
     return cfg

@@ -206,7 +206,9 @@ def space_for_model(space: dict, model: str) -> dict:
         if g not in model_groups:
             raise SpaceError(f"search space {space['name']!r} names parameter group {g!r}, but model {model} "
                              f"has the groups {', '.join(model_groups)}")
-    groups = {g: named.get(g, space["groups"].get("*")) for g in model_groups}
+    # "*" skips groups whose update is part of the model (fcurnn's unitary W keeps its Cayley step)
+    manifold = get_model_class(model).manifold_groups
+    groups = {g: named.get(g, None if g in manifold else space["groups"].get("*")) for g in model_groups}
     return {**space, "groups": {g: s for g, s in groups.items() if s is not None}}
 
 

@@ -39,6 +39,8 @@ class RecurrentModel(nn.Module):
     groups: ClassVar[tuple[str, ...]] = ("other",)
     hidden_step: ClassVar[int] = 1
     default_hidden: ClassVar[int] = 64
+    # groups that live on a manifold and must keep their own update: group -> allowed optimizers
+    manifold_groups: ClassVar[dict[str, tuple[str, ...]]] = {}
     # optimizers for tasks the paper gives none for: group -> (optimizer, lr)
     default_opts: ClassVar[dict] = {"A": ("rmsprop", 1e-4), "D": ("adagrad", 1e-3), "other": ("adam", 1e-3)}
 

@@ -65,6 +65,8 @@ class FCURNN(RecurrentModel):
     description = "full-capacity unitary RNN: dense unitary W, multiplicative Cayley step (drifts in float32)"
     paper = "Wisdom et al., NeurIPS 2016"
     groups = ("W", "other")
+    # W is a unitary matrix: a Euclidean optimizer would walk it off the group
+    manifold_groups = {"W": ("cayley", "cayley_rms")}
     default_opts = {"W": ("cayley", 1e-3), "other": ("rmsprop", 1e-3)}
 
     def __init__(self, d_input: int, d_output: int, n_hidden: int, *, init: str = "rand"):

@@ -170,6 +170,8 @@ BAD_INPUTS = [
      "adding: sequence length must be at least 3"),
     (["run", "--model", "scornn", "--task", "copying", "--model-opt", "rhoo=3"],
      "unknown model option(s) 'rhoo' for scornn; its options are: rho, rho_frac"),
+    (["run", "--model", "fcurnn", "--task", "copying", "--opt", "W=adam:1e-3"],
+     "group 'W' of fcurnn is updated on its manifold: its optimizer must be one of cayley, cayley_rms, got 'adam'"),
     (["run", "--model", "eurnn", "--task", "copying", "--hidden", "7"],
      "eurnn: tunable style needs an even hidden size (rotations act on pairs), got n=7; try 6 or 8"),
 ]

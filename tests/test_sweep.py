@@ -456,3 +456,9 @@ def test_sigterm_preempted_trial_is_requeued_and_continued(tmp_path, monkeypatch
     assert calls.count({"resume_dir": failed.user_attrs["run_dir"]}) == 1
     result = json.loads(Path(retry.user_attrs["result"]).read_text())
     assert result["global_step"] == 10 and Path(retry.user_attrs["result"]).parent == Path(failed.user_attrs["run_dir"])
+
+
+def test_star_skips_groups_updated_on_their_manifold():
+    space = S.space_for_model(S.load_space("appendix-a3"), "fcurnn")
+    assert list(space["groups"]) == ["other"]          # W keeps its Cayley step
+    assert len(S.grid_points(space)) == 9
