@@ -169,7 +169,7 @@ BAD_INPUTS = [
     (["run", "--model", "scurnn", "--task", "adding", "--seq-len", "2"],
      "adding: sequence length must be at least 3"),
     (["run", "--model", "scornn", "--task", "copying", "--model-opt", "rhoo=3"],
-     "unknown model option(s) 'rhoo' for scornn; its options are: rho, rho_frac"),
+     "unknown model option(s) 'rhoo' for scornn; its options are: fast, rho, rho_frac"),
     (["run", "--model", "fcurnn", "--task", "copying", "--opt", "W=adam:1e-3"],
      "group 'W' of fcurnn is updated on its manifold: its optimizer must be one of cayley, cayley_rms, got 'adam'"),
     (["run", "--model", "eurnn", "--task", "copying", "--hidden", "7"],
