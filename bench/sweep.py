@@ -207,7 +207,7 @@ def space_for_model(space: dict, model: str) -> dict:
             raise SpaceError(f"search space {space['name']!r} names parameter group {g!r}, but model {model} "
                              f"has the groups {', '.join(model_groups)}")
     # "*" skips groups whose update is part of the model (fcurnn's unitary W keeps its Cayley step)
-    manifold = get_model_class(model).manifold_groups
+    manifold = getattr(get_model_class(model), "manifold_groups", {})
     groups = {g: named.get(g, None if g in manifold else space["groups"].get("*")) for g in model_groups}
     return {**space, "groups": {g: s for g, s in groups.items() if s is not None}}
 
