@@ -65,6 +65,20 @@ def add_run_arguments(p: argparse.ArgumentParser, *, model_required: bool = True
                         "small recurrent models and on shared machines")
 
 
+def parse_model_options(items: list[str]) -> dict:
+    """``["rho=10", "style=fft"]`` -> ``{"rho": 10, "style": "fft"}`` (values as JSON when they parse)."""
+    options = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"malformed --model-opt {item!r}: expected KEY=VALUE, e.g. rho=10")
+        key, value = item.split("=", 1)
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value
+    return options
+
+
 def config_from_args(args) -> RunConfig:
     from bench.optim import parse_opt
 
@@ -72,15 +86,7 @@ def config_from_args(args) -> RunConfig:
     for spec in args.opt:
         group, opt, lr = parse_opt(spec)
         opts[group] = [opt, lr]
-    model_options = {}
-    for item in args.model_opt:
-        if "=" not in item:
-            raise ConfigError(f"malformed --model-opt {item!r}: expected KEY=VALUE, e.g. rho=10")
-        key, value = item.split("=", 1)
-        try:
-            model_options[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            model_options[key.strip()] = value
+    model_options = parse_model_options(args.model_opt)
     return RunConfig(
         model=args.model, task=args.task, seed=args.seed, n_hidden=args.hidden,
         params=parse_count(args.params) if args.params else None, seq_len=args.seq_len,

@@ -46,14 +46,14 @@ class SequenceModule(pl.LightningModule):
         return loss
 
     def on_before_optimizer_step(self, optimizer):
-        # Checked on the same step as the loss; names the first group with a bad gradient.
-        for group in optimizer.param_groups:
-            for p in group["params"]:
-                if p.grad is not None and not torch.isfinite(p.grad).all():
-                    raise DivergedError(
-                        f"non-finite gradient in parameter group {group.get('name', '?')!r} at step "
-                        f"{self.global_step}; " + MODRELU_HINT
-                    )
+        # One host sync per step; on failure, name the first group with a bad gradient.
+        grads = [(group.get("name", "?"), p.grad) for group in optimizer.param_groups
+                 for p in group["params"] if p.grad is not None]
+        finite = torch.stack([torch.isfinite(g).all() for _, g in grads])
+        if not finite.all():
+            name = grads[int((~finite).nonzero()[0])][0]
+            raise DivergedError(f"non-finite gradient in parameter group {name!r} at step {self.global_step}; "
+                                + MODRELU_HINT)
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
         self.model.post_step()

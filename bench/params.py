@@ -9,7 +9,6 @@ each model are those of its paper row for the task (e.g. oRNN's k), as ``bench r
 """
 from __future__ import annotations
 
-import json
 
 from bench.config import parse_count
 from bench.models.errors import BenchError, ConfigError
@@ -65,15 +64,9 @@ def _fmt(count) -> str:
 
 
 def cmd_params(args) -> int:
-    options = {}
-    for item in args.model_opt:
-        if "=" not in item:
-            raise ConfigError(f"malformed --model-opt {item!r}: expected KEY=VALUE, e.g. k=16")
-        key, value = item.split("=", 1)
-        try:
-            options[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key.strip()] = value
+    from bench.cmd_run import parse_model_options
+
+    options = parse_model_options(args.model_opt)
     if options and not args.model:
         raise ConfigError("--model-opt needs --model (options differ between models)")
     budget = parse_count(args.params) if args.params else None

@@ -96,9 +96,12 @@ def read_curves(run_dir: Path):
     run_dir = Path(run_dir)
     files = [run_dir / "csv" / "metrics.csv"] + sorted(run_dir.glob("csv/part*/metrics.csv"),
                                                        key=lambda f: int(f.parent.name[4:]))
-    parts = [pd.read_csv(f) for f in files if f.exists() and f.stat().st_size]
-    if not parts:
+    files = [f for f in files if f.exists() and f.stat().st_size]
+    if not files:
         return None, None
+    parts = [pd.read_csv(f) for f in files]
+    if len(parts) == 1:
+        return parts[0], files[0]
     merged = parts[0]
     for part in parts[1:]:
         start = part["step"].min() if len(part) else None
@@ -106,8 +109,7 @@ def read_curves(run_dir: Path):
             merged = merged[merged["step"] < start]
         merged = pd.concat([merged, part], ignore_index=True)
     out = run_dir / "csv" / "curves.csv"
-    if len(parts) > 1 or not out.exists():
-        atomic_write_text(out, merged.to_csv(index=False))
+    atomic_write_text(out, merged.to_csv(index=False))
     return merged, out
 
 

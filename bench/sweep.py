@@ -1139,19 +1139,9 @@ _LAUNCH_FLAGS = {"--launcher", "--partition", "--gpus-per-worker", "--timeout-mi
 
 def worker_argv(argv: list[str]) -> list[str]:
     """The command line of one array worker: the submitter's, minus the launcher flags."""
-    out, skip = [], False
-    for item in argv:
-        if skip:
-            skip = False
-            continue
-        name = item.split("=", 1)[0]
-        if name in _LAUNCH_FLAGS:
-            skip = "=" not in item
-            continue
-        if item == "--wait":
-            continue
-        out.append(item)
-    return out + ["--workers", "1"]
+    for flag in _LAUNCH_FLAGS:
+        argv = _drop_flag(argv, flag)
+    return [a for a in argv if a != "--wait"] + ["--workers", "1"]
 
 
 def _drop_flag(argv: list[str], flag: str) -> list[str]:
@@ -1176,7 +1166,7 @@ def launch_array(sweep: Sweep, args) -> int:
     if args.launcher == "slurm" and not args.storage:
         print("bench sweep: warning: a journal file has no heartbeats and needs shared storage; "
               "prefer --storage postgresql://... on a cluster", file=sys.stderr)
-    argv = [a for a in worker_argv(getattr(args, "argv", None) or sys.argv[1:])]
+    argv = worker_argv(getattr(args, "argv", None) or sys.argv[1:])
     if sweep.storage_spec.kind == "journal":
         # workers must find the same journal wherever they start: pin it to an absolute path
         args.storage = str(Path(sweep.storage_spec.url).resolve())
