@@ -8,7 +8,8 @@ import importlib
 import sys
 
 # (subcommand module, registers these commands); modules that are absent are skipped.
-COMMAND_MODULES = ["bench.cmd_run", "bench.params", "bench.speed", "bench.sweep", "bench.leaderboard"]
+COMMAND_MODULES = ["bench.cmd_run", "bench.params", "bench.speed", "bench.sweep", "bench.leaderboard",
+                   "bench.cmd_data"]
 
 
 def build_parser() -> argparse.ArgumentParser:

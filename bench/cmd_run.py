@@ -40,11 +40,15 @@ def add_run_arguments(p: argparse.ArgumentParser, *, model_required: bool = True
     p.add_argument("--max-steps", type=_positive_int, help="number of optimizer steps (batches)")
     p.add_argument("--max-epochs", type=_positive_int, help="number of epochs (used when --max-steps is not given)")
     p.add_argument("--val-every", type=_positive_int, help="validate every this many steps")
-    from bench.optim import OPTIMIZERS
+    from bench.optim import GENERIC, OPTIMIZERS
 
-    p.add_argument("--opt", action="append", default=[], metavar="GROUP=OPT:LR",
-                   help="optimizer and learning rate of one parameter group, e.g. A=rmsprop:1e-4 "
-                        f"(repeatable; optimizers: {', '.join(sorted(OPTIMIZERS))})")
+    p.add_argument("--opt", action="append", default=[], metavar="GROUP=OPT:LR[,KEY=VALUE...]",
+                   help="optimizer, learning rate and options of one parameter group (repeatable), e.g. "
+                        "A=rmsprop:1e-4 or other=torch_adam:1e-3,betas=0.9/0.95 (tuples with /). "
+                        f"Generic names ({', '.join(GENERIC)}) mean the update rule of the model's reference "
+                        "code (scuRNN's A: the authors' NumPy update; scoRNN, LSTM, EURNN, scuRNN's D and "
+                        "other: TF1; urnn, fcurnn: Theano; others: PyTorch's); named rules: "
+                        f"{', '.join(sorted(set(OPTIMIZERS) - set(GENERIC)))}. See bench/optim.py and the README")
     p.add_argument("--grad-clip", type=float, help="clip the global gradient norm (default: none, as the paper)")
     p.add_argument("--scale", choices=SCALES, default="quick",
                    help="quick: CPU-sized defaults (minutes); paper: the paper's length and training budget")
@@ -82,10 +86,7 @@ def parse_model_options(items: list[str]) -> dict:
 def config_from_args(args) -> RunConfig:
     from bench.optim import parse_opt
 
-    opts = {}
-    for spec in args.opt:
-        group, opt, lr = parse_opt(spec)
-        opts[group] = [opt, lr]
+    opts = dict(parse_opt(spec) for spec in args.opt)
     model_options = parse_model_options(args.model_opt)
     return RunConfig(
         model=args.model, task=args.task, seed=args.seed, n_hidden=args.hidden,
@@ -100,6 +101,7 @@ def config_from_args(args) -> RunConfig:
 
 def cmd_run(args) -> int:
     from bench.config import resolve
+    from bench.optim import format_spec
     from bench.run import EXIT_DIVERGED, EXIT_PREEMPTED, load_resume_config, run
 
     if args.resume:
@@ -113,7 +115,7 @@ def cmd_run(args) -> int:
         raise ConfigError("bench run needs --model and --task (or --resume RUN_DIR); see `bench list`")
     cfg = resolve(config_from_args(args))
     if not cfg.quiet:
-        opts = ", ".join(f"{g}={o}:{lr:g}" for g, (o, lr) in cfg.opts.items())
+        opts = ", ".join(f"{g}={format_spec(spec)}" for g, spec in cfg.opts.items())
         print(f"bench run: {cfg.model} on {cfg.task} (n={cfg.n_hidden}, T={cfg.seq_len}, batch={cfg.batch_size}, "
               f"steps={cfg.max_steps}, {opts}; settings: {cfg.paper_source or 'harness defaults'})")
     result = run(cfg)

@@ -11,7 +11,7 @@ from typing import Any
 
 from bench.models import get_model_class
 from bench.models.errors import ConfigError, UnknownNameError
-from bench.optim import get_optimizer
+from bench.optim import describe, make_spec, resolve_name, split_spec
 from bench.paper import paper_setting
 from bench.tasks import get_task_class
 
@@ -34,7 +34,7 @@ class RunConfig:
     max_steps: int | None = None
     max_epochs: int | None = None
     val_every: int | None = None            # validate every this many training steps
-    opts: dict[str, list] = field(default_factory=dict)   # group -> [optimizer, lr]
+    opts: dict[str, list] = field(default_factory=dict)   # group -> [optimizer, lr] or [optimizer, lr, {options}]
     grad_clip: float | None = None          # one global norm; the references use none
     scale: str = "quick"                    # "quick" (CPU minutes) or "paper" (the paper's protocol)
     data_dir: str | None = None
@@ -50,6 +50,8 @@ class RunConfig:
     # filled in by resolve()
     resolved: bool = False
     paper_source: str | None = None
+    fallback: str | None = None             # what stood in for a missing paper row, said on stderr too
+    optimizers: dict[str, dict] = field(default_factory=dict)   # group -> every hyperparameter (optim.describe)
 
     # -- identity ------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -58,7 +60,7 @@ class RunConfig:
     def group_key(self) -> dict:
         """The fields that define *what* was run: everything but seed and bookkeeping."""
         skip = {"seed", "device", "runs_dir", "wandb", "quiet", "threads", "track_test", "tags", "resolved", "paper_source",
-                "data_dir"}
+                "data_dir", "fallback", "optimizers"}
         return {k: v for k, v in self.to_dict().items() if k not in skip}
 
     def config_hash(self) -> str:
@@ -136,27 +138,13 @@ def resolve(cfg: RunConfig) -> RunConfig:
         elif row is not None:
             cfg.n_hidden = row.n_hidden
         else:
-            cfg.n_hidden = _matched_hidden(model_cls, cfg.task, cfg.seq_len, task, options)
+            cfg.n_hidden, cfg.fallback = _matched_hidden(model_cls, cfg.task, cfg.seq_len, task, options)
+    if row is None and cfg.fallback is None:
+        cfg.fallback = (f"no paper row for {cfg.model} on {cfg.task}{_at_length(cfg.seq_len)}: "
+                        f"hidden size from the command line, optimizers from the model's defaults")
     model_cls.valid_hidden(cfg.n_hidden, **options)
 
-    opts = {g: list(v) for g, v in (row.opts.items() if row else model_cls.default_opts.items()) if g in model_cls.groups}
-    for group, spec in cfg.opts.items():
-        if group not in model_cls.groups:
-            raise UnknownNameError(
-                f"unknown parameter group {group!r} for model {cfg.model}; its groups are: {', '.join(model_cls.groups)}"
-            )
-        opt, lr = spec
-        get_optimizer(opt)
-        if not float(lr) > 0:
-            raise ConfigError(f"learning rate for group {group!r} must be positive, got {lr!r}")
-        opts[group] = [opt, float(lr)]
-    for group in model_cls.groups:
-        opts.setdefault(group, list(model_cls.default_opts.get(group, ("adam", 1e-3))))
-    for group, allowed in model_cls.manifold_groups.items():
-        if opts[group][0] not in allowed:
-            raise ConfigError(f"group {group!r} of {cfg.model} is updated on its manifold: its optimizer must be "
-                              f"one of {', '.join(allowed)}, got {opts[group][0]!r}")
-    cfg.opts = {g: opts[g] for g in model_cls.groups}
+    cfg.opts, cfg.optimizers = _resolve_opts(cfg, model_cls, row)
     cfg.resolved = True
     return cfg
 
@@ -172,11 +160,48 @@ def _check_model_options(model_cls, options: dict) -> None:
                           f"its options are: {', '.join(known) or 'none'}")
 
 
-def _matched_hidden(model_cls, task_name, seq_len, task, options) -> int:
-    """No paper row for this model: match the parameter count of scuRNN's paper setting."""
+def _at_length(seq_len) -> str:
+    return f" at T={seq_len}" if seq_len is not None else ""
+
+
+def _matched_hidden(model_cls, task_name, seq_len, task, options) -> tuple[int, str]:
+    """No paper row for this model: match the parameter count of scuRNN's paper setting.
+    Returns the hidden size and the sentence that says so."""
+    missing = f"no paper row for {model_cls.name} on {task_name}{_at_length(seq_len)}"
     anchor = paper_setting("scurnn", task_name, seq_len)
     if anchor is None:
-        return model_cls.default_hidden
+        return model_cls.default_hidden, f"{missing}: the model's default hidden size n={model_cls.default_hidden}"
     scurnn = get_model_class("scurnn")
     budget = scurnn.n_params(anchor.n_hidden, task.d_input, task.d_output)
-    return model_cls.hidden_for_budget(budget, task.d_input, task.d_output, **options)
+    n = model_cls.hidden_for_budget(budget, task.d_input, task.d_output, **options)
+    return n, (f"{missing}: n={n} matched to scuRNN's paper budget ({budget} parameters, {anchor.source}); "
+               f"optimizers from the model's defaults")
+
+
+def _resolve_opts(cfg: RunConfig, model_cls, row) -> tuple[dict, dict]:
+    """Per group: the paper row's spec (else the model's default), overridden by the user's;
+    generic names resolved to the model's reference rules. Returns (specs, descriptions)."""
+    specs = {g: list(v) for g, v in (row.opts.items() if row else model_cls.default_opts.items())
+             if g in model_cls.groups}
+    for group, spec in cfg.opts.items():
+        if group not in model_cls.groups:
+            raise UnknownNameError(
+                f"unknown parameter group {group!r} for model {cfg.model}; its groups are: {', '.join(model_cls.groups)}"
+            )
+        name, lr, options = split_spec(spec)
+        if not lr > 0:
+            raise ConfigError(f"learning rate for group {group!r} must be positive, got {lr!r}")
+        specs[group] = make_spec(name, lr, options)
+    for group in model_cls.groups:
+        specs.setdefault(group, list(model_cls.default_opts.get(group, ("adam", 1e-3))))
+    resolved, described = {}, {}
+    for group in model_cls.groups:
+        family = model_cls.semantics_for(group)
+        name, lr, options = split_spec(specs[group])
+        described[group] = describe(specs[group], family)
+        resolved[group] = make_spec(resolve_name(name, family), lr, options)
+    for group, allowed in model_cls.manifold_groups.items():
+        if resolved[group][0] not in allowed:
+            raise ConfigError(f"group {group!r} of {cfg.model} is updated on its manifold: its optimizer must be "
+                              f"one of {', '.join(allowed)}, got {specs[group][0]!r}")
+    return resolved, described

@@ -180,6 +180,7 @@ class Row:
     wall_time: Stat
     baseline: float | None = None
     columns: list[Column] = field(default_factory=list)
+    fallback: str | None = None           # result.json's sentence when no paper row gave the settings
 
     @property
     def n(self) -> int:
@@ -270,6 +271,7 @@ def aggregate(results: list[dict]) -> list[Row]:
             paper={col.label: paper[col.paper] for col in columns if col.paper in paper},
             paper_source=source, wall_time=stat([r.get("wall_time_s") for r in done]),
             baseline=(first.get("task_info") or {}).get("baseline"), columns=columns,
+            fallback=first.get("fallback"),
         ))
     rows.sort(key=lambda r: (r.task, r.seq_len or 0, r.config.get("max_steps") or 0, r.config.get("max_epochs") or 0,
                              r.model, r.n_hidden or 0, r.config_hash))
@@ -314,7 +316,7 @@ def task_table(task: str, rows: list[Row]) -> tuple[list[str], list[list[str]]]:
     headers += ["time/run (s)", "config"]
     body = []
     for r in rows:
-        line = [r.model, _fmt(r.n_hidden), "/".join(map(str, r.n_params)) or "—"]
+        line = [r.model + (FALLBACK_MARK if r.fallback else ""), _fmt(r.n_hidden), "/".join(map(str, r.n_params)) or "—"]
         line += ([_fmt(r.seq_len)] if with_len else []) + [r.budget, seeds_label(r)]
         for col in columns:
             line.append(fmt_stat(r.cells[col.label], col.kind))
@@ -323,6 +325,9 @@ def task_table(task: str, rows: list[Row]) -> tuple[list[str], list[list[str]]]:
         line += [fmt_stat(r.wall_time).split(" (")[0], r.config_hash[:8]]
         body.append(line)
     return headers, body
+
+
+FALLBACK_MARK = " †"
 
 
 def _paper_has(task: str, key: str) -> bool:
@@ -385,6 +390,8 @@ def column_notes(rows: list[Row]) -> list[str]:
     notes.append("cells are mean ± std (ddof=1) over seeds; 'seeds' counts completed runs, one per seed (a rerun "
                  "of a seed counts once, the latest; runs that did not complete are named in brackets); "
                  "'paper' is the paper's number for the same model, hidden size and length (bench/paper.py)")
+    for text in sorted({r.fallback for r in rows if r.fallback}):
+        notes.append(f"{FALLBACK_MARK.strip()} {text}")
     return notes
 
 
@@ -420,7 +427,7 @@ def flat_rows(rows: list[Row]) -> tuple[list[str], list[list]]:
     for col in columns:
         k = col.keys[0]
         headers += [f"{k}_mean", f"{k}_std", f"{k}_n", f"{k}_min", f"{k}_max", f"{k}_key", f"paper_{k}"]
-    headers += ["wall_time_s_mean", "paper_source"]
+    headers += ["wall_time_s_mean", "paper_source", "fallback"]
     data = []
     for r in rows:
         c = r.config
@@ -430,7 +437,7 @@ def flat_rows(rows: list[Row]) -> tuple[list[str], list[list]]:
         for col in columns:
             s = r.cells.get(col.label) if col in r.columns else None
             line += ([s.mean, s.std, s.n, s.min, s.max, s.key] if s else [None] * 6) + [r.paper.get(col.label)]
-        line += [r.wall_time.mean, r.paper_source]
+        line += [r.wall_time.mean, r.paper_source, r.fallback]
         data.append(line)
     return headers, data
 

@@ -5,7 +5,7 @@ import lightning.pytorch as pl
 import torch
 
 from bench.models.errors import BenchError
-from bench.optim import GroupOptimizer
+from bench.optim import GroupOptimizer, split_spec
 
 
 class DivergedError(BenchError):
@@ -74,4 +74,4 @@ class SequenceModule(pl.LightningModule):
 
     def configure_optimizers(self):
         groups = self.model.param_groups()
-        return GroupOptimizer({g: (groups.get(g, []), opt, lr) for g, (opt, lr) in self.opts.items()})
+        return GroupOptimizer({g: (groups.get(g, []), *split_spec(spec)) for g, spec in self.opts.items()})

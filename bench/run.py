@@ -261,13 +261,16 @@ def run(cfg: RunConfig, *, callbacks: list | None = None, resume_dir: str | Path
 
     if cfg.quiet:
         _quiet_lightning()
+    if cfg.fallback and cfg.scale == "paper":
+        print(f"bench: note: {cfg.fallback}", file=sys.stderr)
     task = build_task(cfg.task, seq_len=cfg.seq_len, data_dir=cfg.data_dir, data_seed=cfg.data_seed)
     task.track_test = bool(cfg.track_test)
     datamodule = task.datamodule(cfg.batch_size)  # data errors surface before the run dir exists
-    ckpt_path = None
+    ckpt_path, earlier_wall = None, 0.0
     if resume_dir is not None:
         run_dir = Path(resume_dir)
         ckpt_path = resume_checkpoint(run_dir)
+        earlier_wall = _earlier_wall_time(run_dir)
     else:
         run_dir = make_run_dir(cfg)
         atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2, default=str) + "\n")
@@ -331,11 +334,11 @@ def run(cfg: RunConfig, *, callbacks: list | None = None, resume_dir: str | Path
         status, error, pruned = "pruned", str(exc) or "pruned by the sweep's pruner", exc
     finally:
         finish_wandb()
-    wall = time.time() - started
+    wall = earlier_wall + time.time() - started      # summed over every part that stopped cleanly
     if status in ("preempted", "interrupted"):
         state = {"status": status, "step": preemption.saved_step or int(trainer.global_step),
                  "checkpoint": _rel(str(resume_checkpoint(run_dir) or ""), run_dir),
-                 "resume": f"bench run --resume {run_dir}"}
+                 "wall_time_s": round(wall, 3), "resume": f"bench run --resume {run_dir}"}
         atomic_write_text(run_dir / "preempted.json", json.dumps(state, indent=2) + "\n")
         return {**state, "run_dir": str(run_dir), "config": cfg.to_dict()}
 
@@ -355,6 +358,8 @@ def run(cfg: RunConfig, *, callbacks: list | None = None, resume_dir: str | Path
         "n_hidden": cfg.n_hidden,
         "n_params": model.count_params(),
         "task_info": task.info(),
+        "paper_row": _paper_row(cfg),
+        "fallback": cfg.fallback,
         "metric": {"name": task.metric, "mode": task.metric_mode},
         "metrics": {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()},
         "global_step": int(trainer.global_step),
@@ -362,7 +367,7 @@ def run(cfg: RunConfig, *, callbacks: list | None = None, resume_dir: str | Path
         "seconds_per_step": round(wall / max(1, trainer.global_step), 5),
         "curves": str(curves_path.relative_to(run_dir)) if curves_path else None,
         "checkpoints": {"best": _rel(checkpoint.best_model_path, run_dir),
-                        "last": _rel(checkpoint.last_model_path, run_dir)},
+                        "last": _rel(str(run_dir / "checkpoints" / "last.ckpt"), run_dir)},
         "wandb": {"mode": mode, "dir": str(run_dir / "wandb") if mode != "disabled" else None},
         "code_version": code_version(),
         "library_versions": library_versions(),
@@ -380,9 +385,31 @@ def run(cfg: RunConfig, *, callbacks: list | None = None, resume_dir: str | Path
 
 
 def _rel(path: str | None, run_dir: Path) -> str | None:
-    if not path:
+    """``path`` relative to the run folder (so a copied or moved folder stays whole); ``None``
+    when there is no such file."""
+    if not path or not Path(path).exists():
         return None
     try:
-        return str(Path(path).relative_to(run_dir))
+        return str(Path(path).resolve().relative_to(Path(run_dir).resolve()))
     except ValueError:
-        return path
+        return str(Path(path).resolve())
+
+
+def _earlier_wall_time(run_dir: Path) -> float:
+    """Training time of the parts before this one, as the last preemption recorded it (a part
+    killed without a signal leaves no record, and its time is not counted)."""
+    try:
+        return float(json.loads((Path(run_dir) / "preempted.json").read_text()).get("wall_time_s") or 0.0)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0.0
+
+
+def _paper_row(cfg: RunConfig) -> dict | None:
+    """The paper's row this run's settings came from, as result.json records it."""
+    from bench.paper import paper_setting
+
+    row = paper_setting(cfg.model, cfg.task, cfg.seq_len)
+    if row is None:
+        return None
+    return {"source": row.source, "n_hidden": row.n_hidden, "seq_len": row.seq_len, "budget": row.budget,
+            "reported": dict(row.reported), "used_its_hidden_size": cfg.n_hidden == row.n_hidden}

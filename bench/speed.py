@@ -92,12 +92,14 @@ def model_specs(names: list[str], task: str, budget: int | None, hidden: int | N
 
 def build(spec: dict, device: torch.device, seed: int = 0):
     from bench.models import build_model
-    from bench.optim import GroupOptimizer
+    from bench.optim import GroupOptimizer, resolve_name
 
     torch.manual_seed(seed)
     model = build_model(spec["name"], spec["d_input"], spec["d_output"], spec["n"], **spec["options"]).to(device)
     groups = model.param_groups()
-    opt = GroupOptimizer({g: (groups.get(g, []), o, lr) for g, (o, lr) in spec["optim"].items()})
+    # generic names mean the model's reference rules, as in `bench run`
+    opt = GroupOptimizer({g: (groups.get(g, []), resolve_name(o, model.semantics_for(g)), lr)
+                          for g, (o, lr) in spec["optim"].items()})
     return model, opt
 
 

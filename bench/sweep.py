@@ -2,7 +2,7 @@
 
 Every trial is a normal run through :func:`bench.run.run` (its own result.json and W&B run);
 the study only chooses the config overrides. Search spaces are YAML data in ``sweeps/``
-(format in the README, "Sweeps"). Storage is a journal file under the runs directory by default,
+(format: docs/sweeps.md). Storage is a journal file under the runs directory by default,
 or PostgreSQL (``postgresql://...``) with heartbeats for clusters.
 
 How workers share a study (reference/harness.md §2):
@@ -145,8 +145,9 @@ def _axis(spec, where: str, *, numeric: bool, positive: bool = False):
 
 def validate_space(data, origin: str = "space") -> dict:
     """Check every key at load time; errors name the bad key and what is allowed."""
-    from bench.optim import OPTIMIZERS
+    from bench.optim import known_optimizers
 
+    known = known_optimizers()
     if not isinstance(data, dict):
         raise SpaceError(f"search space {origin}: expected a mapping with keys {', '.join(SPACE_KEYS)}")
     unknown = sorted(set(data) - set(SPACE_KEYS))
@@ -166,9 +167,9 @@ def validate_space(data, origin: str = "space") -> dict:
         if isinstance(opts, dict):
             raise SpaceError(f"{where}.opt: expected a list of optimizer names, got a range")
         for i, name in enumerate(opts):
-            if str(name).lower() not in OPTIMIZERS:
+            if str(name).lower() not in known:
                 raise SpaceError(f"{where}.opt[{i}]: unknown optimizer {name!r}; known optimizers: "
-                                 f"{', '.join(sorted(OPTIMIZERS))}")
+                                 f"{', '.join(sorted(known))}")
         space["groups"][str(g)] = {"opt": [str(o).lower() for o in opts],
                                    "lr": _axis(spec["lr"], f"{where}.lr", numeric=True, positive=True)}
     run = data.get("run") or {}
@@ -197,19 +198,50 @@ def validate_space(data, origin: str = "space") -> dict:
 
 
 def space_for_model(space: dict, model: str) -> dict:
-    """Expand ``"*"`` to every group of ``model``; a named group the model lacks is an error."""
+    """Expand ``"*"`` to every group of ``model``; a named group the model lacks is an error.
+
+    The error is deliberate: a space that names groups (``appendix-a3`` names A and D) is an
+    experiment about those groups, and silently gridding fewer of them would be another one.
+    """
     from bench.models import get_model_class
 
     model_groups = get_model_class(model).groups
     named = {g: s for g, s in space["groups"].items() if g != "*"}
-    for g in named:
-        if g not in model_groups:
-            raise SpaceError(f"search space {space['name']!r} names parameter group {g!r}, but model {model} "
-                             f"has the groups {', '.join(model_groups)}")
+    missing = [g for g in named if g not in model_groups]
+    if missing:
+        fits = ", ".join(fitting_spaces(model_groups)) or "none"
+        raise SpaceError(f"search space {space['name']!r} names parameter group{'s' if len(missing) > 1 else ''} "
+                         f"{', '.join(map(repr, missing))}, but model {model} has the groups {', '.join(model_groups)}; "
+                         f"built-in spaces that fit {model}: {fits} (or write a YAML naming its groups, docs/sweeps.md)")
     # "*" skips groups whose update is part of the model (fcurnn's unitary W keeps its Cayley step)
     manifold = getattr(get_model_class(model), "manifold_groups", {})
     groups = {g: named.get(g, None if g in manifold else space["groups"].get("*")) for g in model_groups}
     return {**space, "groups": {g: s for g, s in groups.items() if s is not None}}
+
+
+def fitting_spaces(model_groups) -> list[str]:
+    """The built-in spaces whose named groups all exist in ``model_groups``."""
+    fits = []
+    for name in builtin_spaces():
+        try:
+            named = set(load_space(name)["groups"]) - {"*"}
+        except SpaceError:
+            continue
+        if named <= set(model_groups):
+            fits.append(name)
+    return fits
+
+
+def _fixed_text(fixed: dict) -> str:
+    from bench.optim import format_spec
+
+    return ", ".join(f"{g}={format_spec(spec)}" for g, spec in fixed.items())
+
+
+def fixed_groups(space: dict, resolved) -> dict:
+    """The groups a space leaves alone, with the optimizer each trial keeps for them (from
+    ``--opt``, the paper's row or the model's default, as resolve() chose)."""
+    return {g: list(v) for g, v in resolved.opts.items() if g not in space["groups"]}
 
 
 def _is_range(spec) -> bool:
@@ -571,10 +603,12 @@ def build_sweep(args, *, check: bool = True) -> Sweep:
                   heartbeat=args.heartbeat, confirm_seeds=args.confirm_seeds)
     if sweep.sampler == "tpe" and sweep.n_trials is None:
         sweep.n_trials = 50
+    fixed = None
     if check:
-        resolve(copy.deepcopy(base))
+        fixed = fixed_groups(space, resolve(copy.deepcopy(base)))
         _check_run_axes(sweep)
     sweep.meta = {"model": base.model, "task": base.task, "space": space["name"], "space_def": space,
+                  "fixed_groups": fixed,
                   "sampler": sweep.sampler, "base": base.group_key(), "metric": sweep.metric,
                   "direction": sweep.direction, "grid_size": grid_size(space) if sweep.sampler == "grid" else None,
                   "n_trials": sweep.n_trials, "runs_dir": str(Path(base.runs_dir).resolve())}
@@ -583,7 +617,8 @@ def build_sweep(args, *, check: bool = True) -> Sweep:
 
 
 def _check_run_axes(sweep: Sweep) -> None:
-    """Resolve the base with every listed value of the run axes, so a bad value fails now."""
+    """Resolve the base with every listed value of the run axes and every optimizer of each
+    group, so a bad value (say an optimizer a manifold group refuses) fails now, not mid-sweep."""
     from bench.config import resolve
 
     lists = [(k, v) for k, v in sweep.space["run"].items() if not _is_range(v)]
@@ -591,14 +626,20 @@ def _check_run_axes(sweep: Sweep) -> None:
     first.update({f"{g}.lr": (s["lr"][0] if not _is_range(s["lr"]) else s["lr"]["low"])
                   for g, s in sweep.space["groups"].items()})
     first.update({k: (v["low"] if _is_range(v) else v[0]) for k, v in sweep.space["run"].items()})
-    for combo in itertools.islice(itertools.product(*[v for _, v in lists]), 1000):
-        point = {**first, **dict(zip([k for k, _ in lists], combo))}
+
+    def check(point: dict, shown: list[str]) -> None:
         try:
             resolve(apply_overrides(sweep.base, point, sweep.space))
         except BenchError as exc:
-            shown = ", ".join(f"{k}={point[k]!r}" for k, _ in lists)
-            raise SpaceError(f"search space {sweep.space['name']!r}: the point {shown} is not a valid run: {exc}") \
+            text = ", ".join(f"{k}={point[k]!r}" for k in shown)
+            raise SpaceError(f"search space {sweep.space['name']!r}: the point {text} is not a valid run: {exc}") \
                 from None
+
+    for combo in itertools.islice(itertools.product(*[v for _, v in lists]), 1000):
+        check({**first, **dict(zip([k for k, _ in lists], combo))}, [k for k, _ in lists])
+    for g, s in sweep.space["groups"].items():
+        for opt in s["opt"][1:]:
+            check({**first, f"{g}.opt": opt}, [f"{g}.opt"])
 
 
 def _json(x):
@@ -1003,6 +1044,8 @@ def _mean_std(values: list[float]) -> str:
 
 def best_command(config: dict) -> str:
     """A ``bench run`` command line that reproduces a resolved config exactly (same config hash)."""
+    from bench.optim import format_spec
+
     c = config
     argv = ["bench", "run", "--model", c["model"], "--task", c["task"], "--seed", str(c["seed"]),
             "--hidden", str(c["n_hidden"])]
@@ -1012,8 +1055,8 @@ def best_command(config: dict) -> str:
                       ("--max-epochs", "max_epochs"), ("--val-every", "val_every"), ("--grad-clip", "grad_clip")):
         if c.get(key) is not None:
             argv += [flag, repr(c[key]) if isinstance(c[key], float) else str(c[key])]
-    for group, (opt, lr) in c["opts"].items():
-        argv += ["--opt", f"{group}={opt}:{float(lr)!r}"]
+    for group, spec in c["opts"].items():
+        argv += ["--opt", f"{group}={format_spec(spec)}"]
     argv += ["--scale", c["scale"], "--data-seed", str(c["data_seed"])]
     if c.get("data_dir"):
         argv += ["--data-dir", c["data_dir"]]
@@ -1059,6 +1102,8 @@ def cmd_status(args) -> int:
         size = f", {meta['grid_size']} combinations" if meta.get("grid_size") else f", {meta.get('n_trials')} trials"
         print(f"  {meta['model']} on {meta['task']}, space {meta['space']}, sampler {meta['sampler']}{size}; "
               f"{meta['direction']} val {metric}")
+        if meta.get("fixed_groups"):
+            print("  fixed in every trial: " + _fixed_text(meta["fixed_groups"]))
     print("  trials: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) if trials else "  trials: none")
     best = _best_trial(study)
     if best is not None:
@@ -1119,8 +1164,10 @@ def cmd_sweep(args) -> int:
     if args.launcher != "local":
         return launch_array(sweep, args)
     size = f"{grid_size(sweep.space)} combinations" if sweep.sampler == "grid" else f"{sweep.n_trials} trials"
+    fixed = sweep.meta.get("fixed_groups") or {}
+    kept = "; fixed: " + _fixed_text(fixed) if fixed else ""
     print(f"bench sweep: study {sweep.name} ({sweep.storage_spec.display}): {sweep.base.model} on "
-          f"{sweep.base.task}, space {sweep.space['name']}, {sweep.sampler} over {size}, "
+          f"{sweep.base.task}, space {sweep.space['name']}, {sweep.sampler} over {size}{kept}, "
           f"{sweep.direction} val {sweep.metric}, {args.workers} worker(s)", flush=True)
     run_workers(sweep, args)
     study = sweep.load()
@@ -1211,7 +1258,8 @@ def register(sub) -> None:
     add_run_arguments(p, model_required=False, task_required=False)   # status/best name the study instead
     g = p.add_argument_group("sweep")
     g.add_argument("--space", default="appendix-a3",
-                   help="search space: a built-in name (appendix-a3, lr-ranges) or a YAML file (default appendix-a3)")
+                   help=f"search space: a built-in name ({', '.join(builtin_spaces())}) or a YAML file "
+                        f"(default appendix-a3; format: docs/sweeps.md)")
     g.add_argument("--sampler", choices=SAMPLERS, default="grid",
                    help="grid: every combination once; tpe: Bayesian, conditional LR per optimizer (default grid)")
     g.add_argument("--n-trials", type=_pos, help="total trials in the study for --sampler tpe (default 50)")

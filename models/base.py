@@ -43,6 +43,13 @@ class RecurrentModel(nn.Module):
     manifold_groups: ClassVar[dict[str, tuple[str, ...]]] = {}
     # optimizers for tasks the paper gives none for: group -> (optimizer, lr)
     default_opts: ClassVar[dict] = {"A": ("rmsprop", 1e-4), "D": ("adagrad", 1e-3), "other": ("adam", 1e-3)}
+    # whose update rules the generic optimizer names (rmsprop, adam, adagrad, sgd) mean for
+    # each group, "*" for the rest: a family of bench/optim.py SEMANTICS (the reference code's)
+    optimizer_semantics: ClassVar[dict[str, str]] = {"*": "torch"}
+
+    @classmethod
+    def semantics_for(cls, group: str) -> str:
+        return cls.optimizer_semantics.get(group, cls.optimizer_semantics["*"])
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

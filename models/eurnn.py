@@ -109,6 +109,7 @@ class EURNN(RecurrentModel):
     groups = ("W", "D", "other")
     hidden_step = 2
     default_opts = {"W": ("rmsprop", 1e-3), "D": ("rmsprop", 1e-3), "other": ("rmsprop", 1e-3)}
+    optimizer_semantics = {"*": "tf"}   # TF1 RMSProp of the EUNN-tensorflow code (reference/models.md §6)
 
     def __init__(self, d_input: int, d_output: int, n_hidden: int, *, style: str = "tunable",
                  capacity: int = 2, complex: bool = True, readout: str = "re", dense: bool | None = None):

@@ -50,6 +50,7 @@ class EXPRNN(RealModReLURNN):
     paper = "Lezcano-Casado & Martínez-Rubio, ICML 2019"
     groups = ("A", "other")
     default_opts = {"A": ("rmsprop", 1e-4), "other": ("rmsprop", 1e-3)}   # the reference's lr_orth = lr/10
+    optimizer_semantics = {"*": "torch"}   # lezcano/expRNN trains with PyTorch's optimizers and defaults (reference/models.md §8)
 
     def __init__(self, d_input: int, d_output: int, n_hidden: int, *, init: str = "henaff", fast: bool = True):
         self.valid_hidden(n_hidden, init=init)

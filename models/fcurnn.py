@@ -68,6 +68,7 @@ class FCURNN(RecurrentModel):
     # W is a unitary matrix: a Euclidean optimizer would walk it off the group
     manifold_groups = {"W": ("cayley", "cayley_rms")}
     default_opts = {"W": ("cayley", 1e-3), "other": ("rmsprop", 1e-3)}
+    optimizer_semantics = {"*": "theano"}   # Wisdom's Theano rms_prop for the non-unitary weights (reference/models.md §5)
 
     def __init__(self, d_input: int, d_output: int, n_hidden: int, *, init: str = "rand"):
         self.valid_hidden(n_hidden, init=init)

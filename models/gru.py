@@ -36,6 +36,7 @@ class GRU(RecurrentModel):
     paper = "Cho et al., EMNLP 2014"
     groups = ("other",)
     default_opts = {"other": ("rmsprop", 1e-3)}
+    optimizer_semantics = {"*": "torch"}   # not in the paper; no reference code: PyTorch's
 
     def __init__(self, d_input: int, d_output: int, n_hidden: int):
         super().__init__(d_input, d_output, n_hidden)

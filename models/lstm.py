@@ -38,6 +38,7 @@ class LSTM(RecurrentModel):
     paper = "Hochreiter & Schmidhuber, Neural Computation 1997"
     groups = ("other",)
     default_opts = {"other": ("rmsprop", 1e-3)}
+    optimizer_semantics = {"*": "tf"}   # the paper's LSTM runs come from the TF1 scoRNN/scuRNN scripts (reference/models.md §9)
 
     def __init__(self, d_input: int, d_output: int, n_hidden: int, *, forget_bias: float = 1.0):
         super().__init__(d_input, d_output, n_hidden)

@@ -46,6 +46,7 @@ class ORNN(RecurrentModel):
     paper = "Mhammedi, Hellicar, Rahman & Bailey, ICML 2017"
     groups = ("W", "other")
     default_opts = {"W": ("adam", 1e-3), "other": ("adam", 1e-3)}
+    optimizer_semantics = {"*": "torch"}   # the reference's Adam (0.9, 0.999, 1e-8) form is not pinned down: PyTorch's (reference/models.md §7)
 
     def __init__(self, d_input: int, d_output: int, n_hidden: int, *, k: int | None = None, normalize: bool = True):
         self.valid_hidden(n_hidden, k=k)

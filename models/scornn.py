@@ -45,6 +45,7 @@ class SCORNN(RealModReLURNN):
     paper = "Helfrich, Willmott & Ye, ICML 2018"
     groups = ("A", "other")
     default_opts = {"A": ("rmsprop", 1e-4), "other": ("rmsprop", 1e-3)}
+    optimizer_semantics = {"*": "tf"}   # TF1 optimizers (scoRNN code, reference/models.md §2.4)
 
     def __init__(self, d_input: int, d_output: int, n_hidden: int, *, rho: int | None = None, rho_frac: float = 0.5,
                  fast: bool = True):

@@ -53,6 +53,7 @@ class SCURNN(RecurrentModel):
     description = "complex unitary RNN, scaled Cayley transform with trainable diagonal D = diag(e^{iθ})"
     paper = "Maduranga, Helfrich & Ye, AAAI 2019"
     groups = ("A", "D", "other")
+    optimizer_semantics = {"A": "scurnn", "*": "tf"}   # the authors' NumPy update for A, TF1 for D and the rest (reference/models.md §3.5)
 
     def __init__(self, d_input: int, d_output: int, n_hidden: int, *, reference_gradient: bool = True,
                  init_high: float = math.pi / 2, solve_dtype: torch.dtype = torch.complex128,

@@ -119,6 +119,7 @@ class URNN(RecurrentModel):
     paper = "Arjovsky, Shah & Bengio, ICML 2016"
     groups = ("W", "D", "other")
     default_opts = {"W": ("rmsprop", 1e-3), "D": ("rmsprop", 1e-3), "other": ("rmsprop", 1e-3)}
+    optimizer_semantics = {"*": "theano"}   # Arjovsky's Theano rms_prop (reference/models.md §4)
 
     def __init__(self, d_input: int, d_output: int, n_hidden: int, *, dense: bool | None = None):
         self.valid_hidden(n_hidden, dense=dense)

@@ -1,9 +1,12 @@
 """Speech features shared by the ``timit`` and ``speech`` tasks (reference/tasks.md §4.3-4.4).
 
 The pipeline of Wisdom et al., which the scuRNN paper cites: first channel, resample to
-8 kHz (torchaudio), right-pad with zeros to a multiple of the hop, 256 zeros on each side,
-STFT with a periodic Hann window of 256 and hop 128 (129 bins), then 10·log10(1e-5 + |X|²).
-An utterance of L samples at 8 kHz gives ceil(L/128) + 3 frames; padded frames are -50 dB.
+8 kHz as MATLAB's ``resample(x, 8000, 16000)`` does and requantise to 16 bits as MATLAB's
+``wavwrite`` does (``resampler="matlab"``, the default; ``"torchaudio"`` uses
+torchaudio.functional.resample and no requantisation), right-pad with zeros to a multiple of
+the hop, 256 zeros on each side, STFT with a periodic Hann window of 256 and hop 128 (129
+bins), then 10·log10(1e-5 + |X|²). An utterance of L samples at 8 kHz gives ceil(L/128) + 3
+frames; padded frames are -50 dB.
 
 Also here: reading NIST SPHERE / RIFF / FLAC files, the on-disk feature cache (keyed by the
 pipeline settings and the files; written atomically) and the padded (x, y, mask) batches
@@ -27,7 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from bench.models.errors import ConfigError, DataError
+from bench.models.errors import ConfigError, DataError, UnknownNameError
 from bench.results import atomic_write
 
 from .loader import ResumableDataModule
@@ -37,16 +40,108 @@ SPH2PIPE_HINT = ("convert it to uncompressed audio with LDC's sph2pipe, e.g. `sp
                  "(a converted `{name}.wav` next to the original is used instead of it)")
 
 
+# ---- resampling to the feature rate -----------------------------------------------------------
+
+def resample_filter(p: int, q: int, *, half_taps: int = 10, beta: float = 5.0) -> np.ndarray:
+    """The anti-aliasing filter of MATLAB's ``resample(x, p, q)`` (defaults N = 10, β = 5).
+
+    MATLAB: ``h = firls(L-1, [0 2fc 2fc 1], [1 1 0 0]) .* kaiser(L, β)'`` with fc = 1/(2·max(p, q)),
+    L = 2·N·max(p, q) + 1, then ``h = p·h/sum(h)`` (gain p, the window's DC loss removed).
+    firls minimises the integrated squared error of the zero-phase amplitude over the bands;
+    with equal weights and two bands that abut and cover [0, Nyquist], its normal matrix is
+    diagonal (cosines are orthogonal on [0, π]; firls itself skips the solve in this case), so
+    the design is the ideal low-pass cut to L taps: sin(ωc·n)/(π·n) with ωc = π/max(p, q).
+    ``tests/test_matlab_resample.py`` checks this against the full normal-equation solve.
+    """
+    m = max(p, q)
+    n = np.arange(-half_taps * m, half_taps * m + 1)
+    h = np.sinc(n / m) / m * np.kaiser(len(n), beta)
+    return p * h / h.sum()
+
+
+def matlab_resample(x: np.ndarray, p: int, q: int, *, half_taps: int = 10, beta: float = 5.0) -> np.ndarray:
+    """MATLAB's ``resample(x, p, q, N, β)`` of a 1-D signal, in float64: ceil(len·p/q) samples.
+
+    MATLAB pads h with zeros so that its centre tap falls on the first output sample, runs
+    ``upfirdn(x, h, p, q)`` and cuts the delay and the tail; the result is, with L = len(h),
+    y[k] = Σ_m x[m]·h[(L-1)/2 + k·q - m·p]   (x = 0 outside the signal),
+    so output sample k lies at input time k·q/p. Computed here polyphase: the taps that meet
+    output k are h[r + i·p] (r = ((L-1)/2 + k·q) mod p), applied to x[⌊((L-1)/2 + k·q)/p⌋ - i].
+    p/q is reduced by the gcd first (MATLAB reduces it with ``rat(p/q, 1e-12)``: the same terms
+    for any pair of integer sample rates).
+    """
+    g = math.gcd(p, q)
+    p, q = p // g, q // g
+    x = np.asarray(x, dtype=np.float64)
+    if p == q == 1:
+        return x.copy()
+    h = resample_filter(p, q, half_taps=half_taps, beta=beta)
+    centre, n_taps = (len(h) - 1) // 2, -(-len(h) // p)
+    phases = np.zeros(n_taps * p)
+    phases[: len(h)] = h
+    phases = phases.reshape(n_taps, p).T                         # (p, n_taps): phases[r, i] = h[r + i·p]
+    t = centre + np.arange(-(-len(x) * p // q)) * q                # upsampled index of each output's centre
+    first, phase = t // p, t % p
+    lead = n_taps                                                  # zeros before x: index first - i >= -lead
+    padded = np.concatenate([np.zeros(lead), x, np.zeros(centre // p + 2)])
+    y = np.zeros(len(t))
+    for i in range(n_taps):
+        y += phases[phase, i] * padded[first - i + lead]
+    return y
+
+
+def wav16(x: np.ndarray) -> np.ndarray:
+    """``x`` written as a 16-bit WAV by MATLAB's ``wavwrite`` and read back as int16/32768.
+
+    wavwrite's PCM_Quantize (MATLAB's toolbox/matlab/audio/wavwrite.m): m = 2^(nbits-1) = 32768,
+    y = round(m·x) (MATLAB rounds halves away from zero), clipped to [-m, m-1]. Wisdom's
+    matlab/downsample_audio.m calls ``wavwrite``; ``audiowrite``, its successor, floors instead
+    (MATLAB Answers 432779: audiowrite of ±0.2 reads back as 6553 and -6554), a half-LSB offset.
+    """
+    y = np.sign(x) * np.floor(np.abs(x) * 32768.0 + 0.5)
+    return np.clip(y, -32768, 32767) / 32768.0
+
+
+def resample_matlab(wave: np.ndarray, sr: int, target: int) -> torch.Tensor:
+    """Wisdom's step: MATLAB ``resample(x, target, sr)`` then ``wavwrite`` at 16 bits (also when
+    sr == target, as the script writes every file)."""
+    return torch.from_numpy(wav16(matlab_resample(wave, target, sr)).astype(np.float32))
+
+
+def resample_torchaudio(wave: np.ndarray, sr: int, target: int) -> torch.Tensor:
+    """torchaudio.functional.resample (sinc_interp_hann, width 6, rolloff 0.99), no requantisation."""
+    x = torch.as_tensor(np.asarray(wave, dtype=np.float32))
+    if sr == target:
+        return x
+    import torchaudio
+
+    return torchaudio.functional.resample(x, sr, target)
+
+
+# name -> (mono float waveform, its rate, the target rate) -> float32 tensor of ceil(n·target/sr) samples
+RESAMPLERS = {"matlab": resample_matlab, "torchaudio": resample_torchaudio}
+
+
 @dataclass(frozen=True)
 class FeatureSettings:
-    """Every setting the features depend on; the cache is keyed by all of them."""
+    """Every setting the features depend on; the cache is keyed by all of them.
+
+    ``resampler`` names the step to 8 kHz (a key of :data:`RESAMPLERS`): ``"matlab"``, Wisdom's
+    MATLAB ``resample`` + 16-bit ``wavwrite``, or ``"torchaudio"`` (no requantisation).
+    """
 
     sample_rate: int = 8000
     n_fft: int = 256
     hop: int = 128
     edge_pad: int = 256            # zeros added on each side after padding to a multiple of the hop
     floor: float = 1e-5            # 10·log10(floor + |X|^2); padded frames are 10·log10(floor)
-    version: int = 1               # bump when the code's output changes for the same settings
+    resampler: str = "matlab"      # a key of RESAMPLERS: "matlab" (Wisdom's) or "torchaudio"
+    version: int = 2               # bump when the code's output changes for the same settings
+
+    def __post_init__(self):
+        if self.resampler not in RESAMPLERS:
+            raise UnknownNameError(f"unknown resampler {self.resampler!r}; known resamplers: "
+                                   f"{', '.join(RESAMPLERS)}")
 
     @property
     def n_bins(self) -> int:
@@ -146,18 +241,14 @@ def audio_length(path: str | Path) -> tuple[int, int]:
 
 # ---- features ---------------------------------------------------------------------------------
 
-def resample(wave: torch.Tensor, sr: int, settings: FeatureSettings = PAPER_FEATURES) -> torch.Tensor:
-    if sr == settings.sample_rate:
-        return wave
-    import torchaudio
-
-    return torchaudio.functional.resample(wave, sr, settings.sample_rate)
+def resample(wave, sr: int, settings: FeatureSettings = PAPER_FEATURES) -> torch.Tensor:
+    """``wave`` at ``settings.sample_rate`` by ``settings.resampler``."""
+    return RESAMPLERS[settings.resampler](np.asarray(wave, dtype=np.float32), sr, settings.sample_rate)
 
 
 def log_spectrogram(wave, sr: int, settings: FeatureSettings = PAPER_FEATURES) -> np.ndarray:
     """(T, n_bins) float32 features of a mono waveform (numpy or torch, float in [-1, 1))."""
-    x = torch.as_tensor(np.asarray(wave, dtype=np.float32))
-    x = resample(x, sr, settings)
+    x = resample(np.asarray(wave, dtype=np.float32), sr, settings)
     n = x.shape[-1]
     right = -n % settings.hop
     x = torch.nn.functional.pad(x, (settings.edge_pad, right + settings.edge_pad))
@@ -169,7 +260,8 @@ def log_spectrogram(wave, sr: int, settings: FeatureSettings = PAPER_FEATURES) -
 
 
 def n_frames(n_samples: int, sr: int, settings: FeatureSettings = PAPER_FEATURES) -> int:
-    """Frames :func:`log_spectrogram` gives for ``n_samples`` at ``sr`` (torchaudio's output length)."""
+    """Frames :func:`log_spectrogram` gives for ``n_samples`` at ``sr`` (both resamplers give
+    ceil(n·p/q) samples)."""
     g = math.gcd(sr, settings.sample_rate)
     n = -(-n_samples * (settings.sample_rate // g) // (sr // g))
     padded = -(-n // settings.hop) * settings.hop + 2 * settings.edge_pad
@@ -195,9 +287,11 @@ def _file_id(path: Path, root: Path) -> list:
 def cache_key(paths: list[Path], root: Path, settings: FeatureSettings) -> dict:
     from importlib.metadata import version
 
-    # torchaudio's version stands for its resampler (sinc_interp_hann, width 6, rolloff 0.99)
-    return {"settings": dataclasses.asdict(settings), "torchaudio": version("torchaudio"),
-            "root": str(Path(root).resolve()), "files": [_file_id(Path(p), Path(root)) for p in paths]}
+    key = {"settings": dataclasses.asdict(settings), "root": str(Path(root).resolve()),
+           "files": [_file_id(Path(p), Path(root)) for p in paths]}
+    if settings.resampler == "torchaudio":    # its version stands for its resampler's code
+        key["torchaudio"] = version("torchaudio")
+    return key
 
 
 def cached_features(paths: list[Path], root: str | Path, settings: FeatureSettings = PAPER_FEATURES, *,

@@ -6,8 +6,9 @@ speaker, NIST SPHERE ``.WAV`` files (RIFF WAVs also accepted), names matched in 
 SA sentences are excluded by the sentence name (the file stem), not by a substring of the
 path (which would also drop the 7 training speakers whose IDs contain "sa").
 Splits: train = every TRAIN utterance without SA (3,696); validation = the 50 dev-set speakers
-(400); test = the 24 core-test speakers (192). Features: tasks/audio.py (8 kHz, 129 bins,
-log-power, -50 dB floor); the target of frame t is frame t + 1.
+(400); test = the 24 core-test speakers (192). Features: tasks/audio.py (MATLAB resample to
+8 kHz and 16-bit requantisation as Wisdom's script, 129 bins, log-power, -50 dB floor); the
+target of frame t is frame t + 1.
 
 Loss and the two logged conventions (reference/tasks.md §4.4): ``mse`` divides the masked
 squared error by the padded batch size B·T·129 (Wisdom's and the paper's convention, the

@@ -2,6 +2,7 @@
 import copy
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import torch
 
 from bench.cli import main as bench_main
 from bench.config import RunConfig, resolve
-from bench.models import build_model
+from bench.models import build_model, get_model_class
 from bench.optim import GroupOptimizer
 from bench.run import run
 
@@ -27,12 +28,12 @@ def tiny(tmp_path, **kw):
 # ---- per-group optimizer -------------------------------------------------------------------
 def test_each_group_steps_with_its_own_class_and_rate():
     a, b, c = (torch.nn.Parameter(torch.tensor([1.0, -2.0])) for _ in range(3))
-    opt = GroupOptimizer({"A": ([a], "rmsprop", 0.1), "D": ([b], "adam", 0.01), "other": ([c], "sgd", 0.5)})
+    opt = GroupOptimizer({"A": ([a], "keras_rmsprop", 0.1), "D": ([b], "torch_adam", 0.01), "other": ([c], "sgd", 0.5)})
     g = torch.tensor([0.3, -0.4])
     for p in (a, b, c):
         p.grad = g.clone()
     opt.step()
-    # RMSprop (alpha=0.9, eps=1e-8): v = 0.1 g^2; p -= lr g / (sqrt(v) + eps)
+    # Keras RMSprop (decay 0.9, eps=1e-8 outside, starts at 0): v = 0.1 g^2; p -= lr g / (sqrt(v) + eps)
     expected_a = torch.tensor([1.0, -2.0]) - 0.1 * g / (torch.sqrt(0.1 * g * g) + 1e-8)
     # Adam first step: m_hat = g, v_hat = g^2 -> p -= lr g / (|g| + eps)
     expected_b = torch.tensor([1.0, -2.0]) - 0.01 * g / (g.abs() + 1e-8)
@@ -135,7 +136,15 @@ def test_global_norm_clipping(tmp_path):
 def test_result_json_contents(tmp_path):
     result = run(tiny(tmp_path, max_steps=20, val_every=10, opts={"A": ["adagrad", 1e-3]}))
     on_disk = json.loads((Path(result["run_dir"]) / "result.json").read_text())
-    assert on_disk["config"]["opts"] == {"A": ["adagrad", 1e-3], "D": ["adam", 1e-4], "other": ["rmsprop", 1e-3]}
+    # generic names resolve to scuRNN's reference rules: the authors' NumPy update for A, TF1 for the rest
+    assert on_disk["config"]["opts"] == {"A": ["scurnn_adagrad", 1e-3], "D": ["tf_adam", 1e-4],
+                                         "other": ["tf_rmsprop", 1e-3]}
+    described = on_disk["config"]["optimizers"]
+    assert described["A"] == {"optimizer": "scurnn_adagrad", "requested": "adagrad", "reference_family": "scurnn",
+                              "class": "bench.reference_optim.AccumulatorAdagrad", "lr": 1e-3, "eps": 1e-8,
+                              "eps_placement": "outside", "initial_accumulator": 0.0,
+                              "semantics": "scuRNN's NumPy update of A (Update_step_A, 'adagrad')"}
+    assert described["other"]["initial_accumulator"] == 1.0 and described["other"]["eps"] == 1e-10
     assert on_disk["n_params"] == 32 * 32 + 2 * 32 + 2 * 32 * 10 + 2 * 32 * 9 + 9 + 2 * 32
     for key in ("seed", "code_version", "library_versions", "metrics", "curves", "config_hash", "wall_time_s"):
         assert key in on_disk
@@ -143,12 +152,64 @@ def test_result_json_contents(tmp_path):
     assert (Path(result["run_dir"]) / on_disk["checkpoints"]["last"]).exists()
 
 
+def test_checkpoint_paths_are_relative_and_last_is_always_recorded(tmp_path, monkeypatch):
+    """A default (relative) runs dir and one validation, whose checkpoint is both best and last."""
+    monkeypatch.chdir(tmp_path)
+    result = run(tiny(Path("runs"), max_steps=10, val_every=10))
+    assert result["checkpoints"] == {"best": "checkpoints/best.ckpt", "last": "checkpoints/last.ckpt"}
+    run_dir = Path(result["run_dir"])
+    assert all((run_dir / p).is_file() for p in result["checkpoints"].values())
+
+
+def test_result_records_paper_row_or_fallback(tmp_path, capsys):
+    with_row = run(tiny(tmp_path, n_hidden=None, seq_len=1000, max_steps=2, val_every=2, batch_size=2))
+    assert with_row["paper_row"]["n_hidden"] == 130 and with_row["paper_row"]["source"].startswith("§5.2 (T=1000)")
+    assert with_row["fallback"] is None
+    capsys.readouterr()
+    cfg = tiny(tmp_path, model="gru", task="adding", seq_len=100, n_hidden=None, scale="paper", max_steps=2,
+               val_every=2, batch_size=2)
+    without = run(cfg)
+    assert without["paper_row"] is None
+    assert without["fallback"].startswith("no paper row for gru on adding at T=100: n=")
+    assert "matched to scuRNN's paper budget" in without["fallback"]
+    assert f"bench: note: {without['fallback']}" in capsys.readouterr().err
+
+
+def test_paper_rows_of_the_second_scurnn_sizes():
+    """Table 1's n = 250 and Table 2's n = 258 scuRNN rows, with §5.1/§5.4's learning rates."""
+    from bench.paper import paper_rows
+
+    rows = {(r.task, r.n_hidden): r for r in paper_rows("scurnn")}
+    assert rows["mnist", 250].opts == {"A": ("rmsprop", 1e-5), "D": ("adagrad", 1e-4), "other": ("adam", 1e-3)}
+    assert rows["pmnist", 250].opts["D"] == ("adagrad", 1e-3)
+    assert rows["mnist", 250].reported == {"test_acc": 0.983} and rows["pmnist", 250].reported == {"test_acc": 0.962}
+    assert rows["timit", 258].opts == {"A": ("adam", 1e-4), "D": ("adam", 1e-3), "other": ("adam", 1e-3)}
+    assert rows["timit", 258].reported == {"val_mse": 1.84, "eval_mse": 1.67}
+    cfg = resolve(RunConfig(model="scurnn", task="mnist", params=69_000))
+    assert cfg.n_hidden == 250 and get_model_class("scurnn").n_params(250, 1, 10) == 69_010
+    assert get_model_class("scurnn").n_params(258, 129, 129) == 200_853
+
+
+def test_bench_params_shows_the_second_sizes(capsys):
+    assert bench_main(["params", "--task", "mnist", "--params", "69k"]) == 0
+    assert re.search(r"^\s+250\s+69,010\s+≈69k", capsys.readouterr().out, re.M)
+    assert bench_main(["params", "--task", "timit", "--params", "200k"]) == 0
+    assert re.search(r"^\s+258\s+200,853\s+≈200k", capsys.readouterr().out, re.M)
+
+
+def test_eurnn_adding_t750_is_fft_style():
+    cfg = resolve(RunConfig(model="eurnn", task="adding", scale="paper", seq_len=750))
+    assert cfg.model_options["style"] == "fft" and cfg.fallback is None and "FFT" in cfg.paper_source
+
+
 # ---- configuration and errors --------------------------------------------------------------
 def test_paper_settings_resolve_for_scurnn():
     cfg = resolve(RunConfig(model="scurnn", task="copying", seq_len=1000))
-    assert cfg.n_hidden == 130 and cfg.opts["A"] == ["adagrad", 1e-4] and "§5.2" in cfg.paper_source
+    assert cfg.n_hidden == 130 and cfg.opts["A"] == ["scurnn_adagrad", 1e-4] and "§5.2" in cfg.paper_source
     cfg = resolve(RunConfig(model="scurnn", task="adding", seq_len=750, opts={"D": ["sgd", 0.1]}))
-    assert cfg.n_hidden == 116 and cfg.opts == {"A": ["rmsprop", 1e-4], "D": ["sgd", 0.1], "other": ["rmsprop", 1e-3]}
+    assert cfg.n_hidden == 116 and cfg.opts == {"A": ["scurnn_rmsprop", 1e-4], "D": ["sgd", 0.1],
+                                                "other": ["tf_rmsprop", 1e-3]}
+    assert cfg.fallback is None
     cfg = resolve(RunConfig(model="scurnn", task="copying", params=16_482, scale="paper"))
     assert cfg.seq_len == 2000 and cfg.max_steps == 2000 and cfg.batch_size == 20
 
@@ -157,11 +218,19 @@ BAD_INPUTS = [
     (["run", "--model", "nope", "--task", "copying"], "unknown model 'nope'; known models: "),
     (["run", "--model", "scurnn", "--task", "nope"], "unknown task 'nope'; known tasks: "),
     (["run", "--model", "scurnn", "--task", "copying", "--opt", "A=lbfgs:1e-3"],
-     "unknown optimizer 'lbfgs'; known optimizers: adagrad, adam, cayley, cayley_rms, rmsprop, sgd"),
+     "unknown optimizer 'lbfgs'; known optimizers: adagrad, adam, cayley, cayley_rms, keras_rmsprop, rmsprop, "
+     "scurnn_adagrad, scurnn_adam, scurnn_rmsprop, sgd, tf_adagrad, tf_adam, tf_rmsprop, theano_rmsprop, "
+     "torch_adagrad, torch_adam, torch_rmsprop"),
     (["run", "--model", "scurnn", "--task", "copying", "--opt", "B=adam:1e-3"],
      "unknown parameter group 'B' for model scurnn; its groups are: A, D, other"),
     (["run", "--model", "scurnn", "--task", "copying", "--opt", "A-rmsprop"],
-     "malformed --opt 'A-rmsprop': expected GROUP=OPTIMIZER:LR, e.g. A=rmsprop:1e-4"),
+     "malformed --opt 'A-rmsprop': expected GROUP=OPTIMIZER:LR[,KEY=VALUE...], e.g. A=rmsprop:1e-4"),
+    (["run", "--model", "scornn", "--task", "copying", "--opt", "A=rmsprop:1e-4,alpha=0.9"],
+     "optimizer 'tf_rmsprop' does not take the option(s) ['alpha']"),
+    (["run", "--model", "scornn", "--task", "copying", "--opt", "A=rmsprop:1e-4,decay"],
+     "option 'decay' is not KEY=VALUE"),
+    (["run", "--model", "scornn", "--task", "copying", "--opt", "A=tf_rmsprop:1e-4,decay=2"],
+     "optimizer option decay=2 is invalid: expected a number in [0, 1)"),
     (["run", "--model", "scurnn", "--task", "copying", "--opt", "A=adam:-1"],
      "--opt 'A=adam:-1': learning rate must be positive, got -1"),
     (["run", "--model", "scurnn", "--task", "copying", "--params", "lots"],

@@ -21,7 +21,7 @@ _counter = iter(range(10**6))
 
 def write_result(root: Path, *, task="copying", model="scurnn", seed=0, max_steps=100, seq_len=50, n_hidden=32,
                  metrics=None, status="completed", config_hash=None, task_info=None, finished_at="2026-01-01T00:00:00",
-                 data_seed=5544, curve=None, diagnostics=None) -> Path:
+                 data_seed=5544, curve=None, diagnostics=None, fallback=None) -> Path:
     """One result.json shaped like bench/run.py's, in runs/<task>/<model>/<dir>/."""
     cfg = RunConfig(model=model, task=task, seed=seed, n_hidden=n_hidden, seq_len=seq_len, batch_size=20,
                     max_steps=max_steps, val_every=50, data_seed=data_seed, resolved=True)
@@ -35,7 +35,7 @@ def write_result(root: Path, *, task="copying", model="scurnn", seed=0, max_step
         "task_info": task_info or {"seq_len": seq_len, "data_seed": data_seed, "baseline": baseline},
         "metrics": metrics or {}, "wall_time_s": 10.0, "finished_at": finished_at,
         "hardware": {"cpu_threads": 2, "cuda": False}, "code_version": {"git_sha": "abc1234"},
-        "curves": None,
+        "curves": None, "fallback": fallback,
     }
     if curve is not None:   # (steps, losses): a Lightning-style CSV
         (run_dir / "csv").mkdir()
@@ -232,6 +232,20 @@ def test_html_md_csv_with_tables_and_embedded_figures(tmp_path, capsys):
     assert main(["compare", "--task", "copying", "--runs-dir", str(runs), "--metric", "nope/x",
                  "--out", str(tmp_path / "cmp2")]) == 2
     assert "nope/x" in capsys.readouterr().err
+
+
+def test_a_budget_matched_row_is_marked(tmp_path):
+    """A run without a paper row (result.json ``fallback``) is marked in the table and explained."""
+    note = "no paper row for gru on copying at T=50: n=32 matched to scuRNN's paper budget"
+    for seed in (0, 1):
+        write_result(tmp_path / "runs", model="gru", seed=seed, fallback=note, metrics={"final_train_loss": 0.5})
+        write_result(tmp_path / "runs", seed=seed, metrics={"final_train_loss": 0.4})
+    out = tmp_path / "out"
+    assert main(["leaderboard", "--runs-dir", str(tmp_path / "runs"), "--format", "md,csv", "--out", str(out)]) == 0
+    md = (out / "leaderboard.md").read_text()
+    assert "| gru † | 32 |" in md and "| scurnn | 32 |" in md and f"- † {note}" in md
+    table = {r["model"]: r for r in csv.DictReader(io.StringIO((out / "leaderboard.csv").read_text()))}
+    assert table["gru"]["fallback"] == note and table["scurnn"]["fallback"] == ""
 
 
 def test_input_errors_exit_2(tmp_path, capsys):

@@ -12,7 +12,7 @@ import torch
 from bench.config import RunConfig, resolve
 from bench.models import MODELS, build_model, get_model_class
 from bench.models.errors import InvalidHiddenSizeError, UnknownNameError
-from bench.optim import OPTIMIZERS, CayleyStep, GroupOptimizer
+from bench.optim import CayleyStep, GroupOptimizer, known_optimizers
 from bench.paper import PAPER_SETTINGS
 
 # model -> option sets to cover (each option set is tested wherever the model is)
@@ -50,7 +50,7 @@ def test_every_registered_model_has_cases():
         assert cls.description and cls.paper, name
         assert set(cls.default_opts) <= set(cls.groups), name
         for opt, _ in cls.default_opts.values():
-            assert opt in OPTIMIZERS
+            assert opt in known_optimizers()
 
 
 # ---- parameter counts ---------------------------------------------------------------------
@@ -122,7 +122,7 @@ def test_paper_sizes_reproduce_paper_budgets():
         cls = get_model_class(row.model)
         cls.valid_hidden(row.n_hidden, **row.options)
         assert set(row.opts) <= set(cls.groups), row
-        assert all(opt in OPTIMIZERS for opt, _ in row.opts.values()), row
+        assert all(opt in known_optimizers() for opt, _ in row.opts.values()), row
         if row.budget is None:
             continue
         count = cls.n_params(row.n_hidden, *TASK_DIMS[row.task], **row.options)

@@ -2,6 +2,7 @@
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -46,7 +47,14 @@ def test_preempt_then_resume_gives_identical_losses(tmp_path, signum):
     assert (run_dir / "checkpoints" / "preempt.ckpt").is_file() and not (run_dir / "result.json").exists()
     assert json.loads((run_dir / "preempted.json").read_text())["resume"] == f"bench run --resume {run_dir}"
 
+    # wall time sums the parts: pretend the first part took 1000 s
+    state = json.loads((run_dir / "preempted.json").read_text())
+    assert 0 < state["wall_time_s"] < 1000
+    atomic_write_text(run_dir / "preempted.json", json.dumps({**state, "wall_time_s": 1000.0}))
+    t0 = time.time()
     resumed = run(load_resume_config(run_dir), resume_dir=run_dir)
+    assert 1000 < resumed["wall_time_s"] <= 1000 + (time.time() - t0)
+    assert resumed["seconds_per_step"] == pytest.approx(resumed["wall_time_s"] / 60, rel=1e-3)
     assert resumed["status"] == "completed" and resumed["global_step"] == 60
     assert losses(resumed) == losses(reference)
     assert resumed["metrics"]["test_loss"] == reference["metrics"]["test_loss"]

@@ -61,6 +61,14 @@ def grid_of(space_text: str, tmp_path) -> list[dict]:
     return S.grid_points(S.space_for_model(S.load_space(space_file(tmp_path, space_text, "g.yaml")), "scurnn"))
 
 
+def concrete(group: str, name: str, model: str = "scurnn") -> str:
+    """The update rule a generic optimizer name in a space means for this model's group."""
+    from bench.models import get_model_class
+    from bench.optim import resolve_name
+
+    return resolve_name(name, get_model_class(model).semantics_for(group))
+
+
 def key(params: dict) -> str:
     return json.dumps(params, sort_keys=True)
 
@@ -88,28 +96,105 @@ def cli_sweep(*args, cwd, timeout=600) -> subprocess.CompletedProcess:
 # --------------------------------------------------------------------------------------------
 # Spaces
 # --------------------------------------------------------------------------------------------
-def test_appendix_a3_is_the_papers_729_grid_and_drops_groups_a_model_lacks(monkeypatch):
-    from bench.models import MODELS
-
-    space = S.load_space("appendix-a3")
-    full = S.space_for_model(space, "scurnn")
-    points = S.grid_points(full)
-    assert len(points) == 729 == S.grid_size(full) == len({key(p) for p in points})
-    assert {p["A.opt"] for p in points} == {"rmsprop", "adam", "adagrad"}
-    assert {p["D.lr"] for p in points} == {1e-3, 1e-4, 1e-5}
-
-    class NoD:            # a model without D: no D axis, 9 x 9 points
-        groups = ("A", "other")
-
-    monkeypatch.setitem(MODELS, "no-d", NoD)
-    no_d = S.space_for_model(space, "no-d")
-    assert list(no_d["groups"]) == ["A", "other"] and S.grid_size(no_d) == 81
-    assert all("D.opt" not in p for p in S.grid_points(no_d))
+A3_OPTS, A3_LRS = {"rmsprop", "adam", "adagrad"}, {1e-3, 1e-4, 1e-5}
 
 
-def test_builtin_spaces_are_package_data():
-    assert {"appendix-a3", "lr-ranges"} <= set(S.builtin_spaces())
-    assert S.load_space("lr-ranges")["groups"]["*"]["lr"] == {"low": 1e-5, "high": 1e-2, "log": True}
+def test_appendix_a3_is_the_papers_grid_a_and_d_only():
+    """Appendix A.3 tuned A and D over 3 optimizers x 3 rates: 9 x 9 = 81 points, other fixed."""
+    space = S.space_for_model(S.load_space("appendix-a3"), "scurnn")
+    points = S.grid_points(space)
+    assert len(points) == 81 == S.grid_size(space)
+    assert all(set(p) == {"A.opt", "A.lr", "D.opt", "D.lr"} for p in points), "no point sets other"
+    assert len({(p["A.opt"], p["A.lr"], p["D.opt"], p["D.lr"]) for p in points}) == 81
+    for g in ("A", "D"):
+        assert {p[f"{g}.opt"] for p in points} == A3_OPTS and {p[f"{g}.lr"] for p in points} == A3_LRS
+
+
+def test_appendix_a3_all_groups_is_the_729_point_extension():
+    space = S.load_space("appendix-a3-all-groups")
+    assert "not the paper's grid" in space["description"]
+    points = S.grid_points(S.space_for_model(space, "scurnn"))
+    assert len(points) == 729 == len({key(p) for p in points})
+    assert {p["other.opt"] for p in points} == A3_OPTS and {p["D.lr"] for p in points} == A3_LRS
+    assert S.grid_size(S.space_for_model(space, "scornn")) == 81
+    assert S.grid_size(S.space_for_model(space, "lstm")) == 9
+
+
+@pytest.mark.parametrize("model, missing, groups", [
+    ("lstm", "groups 'A', 'D'", "other"),
+    ("scornn", "group 'D'", "A, other"),
+    ("urnn", "group 'A'", "W, D, other"),
+])
+def test_appendix_a3_refuses_a_model_without_a_and_d(tmp_path, capsys, model, missing, groups):
+    with pytest.raises(S.SpaceError) as exc:
+        S.space_for_model(S.load_space("appendix-a3"), model)
+    assert f"names parameter {missing}, but model {model} has the groups {groups}" in str(exc.value)
+    assert "appendix-a3-all-groups" in str(exc.value) and "lr-ranges" in str(exc.value)
+    args = [a if a != "scurnn" else model for a in TINY]
+    assert main(["sweep", *args, "--runs-dir", str(tmp_path / "runs"), "--space", "appendix-a3"]) == 2
+    err = capsys.readouterr().err
+    assert "built-in spaces that fit" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists(), "refused before any work"
+
+
+def test_groups_the_space_leaves_out_come_from_the_paper_row(tmp_path):
+    """resolve() fills "other" for every appendix-a3 trial as for a plain run: from the paper's
+    row (copying: §5.2, T = 2000, other RMSProp 1e-3); the study records it."""
+    from bench.cli import build_parser
+    from bench.config import RunConfig, resolve
+    from bench.paper import paper_setting
+
+    def plain(**opts):       # the optimizers `bench run` with the same flags resolves
+        return resolve(RunConfig(model="scurnn", task="copying", seq_len=10, n_hidden=8, opts=opts)).opts
+
+    def sweep_of(*extra):
+        return S.build_sweep(build_parser().parse_args(["sweep", *TINY, "--runs-dir", str(tmp_path),
+                                                        "--space", "appendix-a3", *extra]))
+
+    row = paper_setting("scurnn", "copying", 10)
+    assert row is not None and list(row.opts["other"]) == ["rmsprop", 1e-3]
+    other = plain()["other"]
+    assert other[1] == 1e-3
+    sweep = sweep_of()
+    assert sweep.meta["fixed_groups"] == {"other": other}
+    for point in S.grid_points(sweep.space)[::10]:
+        chosen = {g: [point[f"{g}.opt"], point[f"{g}.lr"]] for g in ("A", "D")}
+        assert resolve(S.apply_overrides(sweep.base, point, sweep.space)).opts == {**plain(**chosen), "other": other}
+    # an explicit --opt still wins over the paper row, and is what the study records
+    assert sweep_of("--opt", "other=adam:1e-2").meta["fixed_groups"] == {"other": plain(other=["adam", 1e-2])["other"]}
+
+
+def test_every_optimizer_of_a_group_is_checked_before_any_work(tmp_path, capsys):
+    text = "groups: {W: {opt: [cayley, rmsprop], lr: [1.0e-3]}}"
+    args = [a if a != "scurnn" else "fcurnn" for a in TINY]
+    assert main(["sweep", *args, "--runs-dir", str(tmp_path / "runs"), "--space", space_file(tmp_path, text)]) == 2
+    err = capsys.readouterr().err
+    assert "the point W.opt='rmsprop' is not a valid run" in err and "updated on its manifold" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "runs").exists()
+
+
+def test_shipped_spaces_load_and_name_only_known_optimizers():
+    from bench.optim import known_optimizers
+
+    names = S.builtin_spaces()
+    assert {"appendix-a3", "appendix-a3-all-groups", "lr-ranges"} <= set(names)
+    for name in names:
+        space = S.load_space(name)
+        assert space["name"] == name
+        for g, spec in space["groups"].items():
+            assert set(spec["opt"]) <= set(known_optimizers()), (name, g)
+
+
+def test_best_command_accepts_opts_with_keyword_options():
+    from bench.optim import parse_opt
+
+    config = {"model": "scurnn", "task": "copying", "seed": 0, "n_hidden": 8, "scale": "quick", "data_seed": 5544,
+              "opts": {"A": ["rmsprop", 1e-4, {}], "D": ["adagrad", 1e-3],
+                       "other": ["torch_adam", 1e-3, {"betas": [0.9, 0.95], "amsgrad": True}]}}
+    argv = shlex.split(S.best_command(config))
+    specs = [argv[i + 1] for i, a in enumerate(argv) if a == "--opt"]
+    assert specs[:2] == ["A=rmsprop:0.0001", "D=adagrad:0.001"]
+    assert parse_opt(specs[2]) == ("other", ["torch_adam", 1e-3, {"betas": (0.9, 0.95), "amsgrad": True}])
 
 
 @pytest.mark.parametrize("text, message", [
@@ -175,7 +260,7 @@ def test_grid_with_three_workers_runs_every_combination_exactly_once(tmp_path, m
     for t in study.trials:   # each trial links to its own result, whose config is the trial's point
         res = json.loads(Path(t.user_attrs["result"]).read_text())
         assert res["config"]["tags"] == {"study": "grid3", "trial": t.number, "choices": t.params}
-        assert res["config"]["opts"]["A"] == [t.params["A.opt"], t.params["A.lr"]]
+        assert res["config"]["opts"]["A"] == [concrete("A", t.params["A.opt"]), t.params["A.lr"]]
         assert res["metrics"]["best_val_acc"] == pytest.approx(t.value)
     assert "16 complete" in proc.stdout
     print(proc.stdout)    # which worker ran which trial
@@ -329,7 +414,8 @@ run:
         assert set(p) == {"A.opt", f"A.{a}.lr", "other.opt", f"other.{o}.lr", "batch_size"}, p
         assert 1e-4 <= p[f"A.{a}.lr"] <= 1e-2 and p[f"other.{o}.lr"] in (1e-3, 1e-2)
         config = json.loads(Path(t.user_attrs["result"]).read_text())["config"]
-        assert config["opts"]["A"] == [a, p[f"A.{a}.lr"]] and config["opts"]["other"] == [o, p[f"other.{o}.lr"]]
+        assert config["opts"]["A"] == [concrete("A", a), p[f"A.{a}.lr"]]
+        assert config["opts"]["other"] == [concrete("other", o), p[f"other.{o}.lr"]]
         assert config["opts"]["D"] == t.user_attrs["config"]["opts"]["D"]      # untouched group: the default
         assert config["batch_size"] == p["batch_size"]
 
@@ -459,6 +545,6 @@ def test_sigterm_preempted_trial_is_requeued_and_continued(tmp_path, monkeypatch
 
 
 def test_star_skips_groups_updated_on_their_manifold():
-    space = S.space_for_model(S.load_space("appendix-a3"), "fcurnn")
+    space = S.space_for_model(S.load_space("appendix-a3-all-groups"), "fcurnn")
     assert list(space["groups"]) == ["other"]          # W keeps its Cayley step
     assert len(S.grid_points(space)) == 9
