@@ -30,14 +30,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from bench.models.errors import BenchError
+    from bench.secrets import mask_text, scrub_argv
 
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(argv) if argv is not None else sys.argv[1:]   # for re-launching workers (sweep)
+    scrub_argv()            # whatever records sys.argv from here on (result.json, W&B) sees no password
     try:
         code = args.func(args)
     except BenchError as exc:
-        print(f"bench {args.command}: error: {exc}", file=sys.stderr)
+        print(f"bench {args.command}: error: {mask_text(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"bench {args.command}: interrupted", file=sys.stderr)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from bench.config import RunConfig, resolve
 from bench.results import atomic_write_text, write_result
+from bench.secrets import mask_text
 
 ACCELERATORS = {"auto": "auto", "cpu": "cpu", "gpu": "gpu", "cuda": "gpu", "mps": "mps"}
 # Exit code of `bench run` when SIGTERM/SIGUSR1 stopped it after saving a checkpoint
@@ -38,6 +39,9 @@ def code_version() -> dict:
             info["git_dirty"] = bool(dirty.stdout.strip())
     except (OSError, subprocess.SubprocessError):
         pass
+    if "git_sha" not in info and os.environ.get("BENCH_GIT_SHA"):     # baked into the Docker image
+        info["git_sha"] = os.environ["BENCH_GIT_SHA"]
+        info["git_sha_from"] = "BENCH_GIT_SHA"
     return info
 
 
@@ -372,7 +376,7 @@ def run(cfg: RunConfig, *, callbacks: list | None = None, resume_dir: str | Path
         "code_version": code_version(),
         "library_versions": library_versions(),
         "hardware": hardware(),
-        "command": " ".join(sys.argv) if sys.argv else None,
+        "command": mask_text(" ".join(sys.argv)) if sys.argv else None,
         "run_dir": str(run_dir),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

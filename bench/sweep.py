@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.models.errors import BenchError
+from bench.secrets import STORAGE_ENV, mask_text, storage_url
 
 SAMPLERS = ("grid", "tpe")
 ACTIONS = ("run", "status", "best")
@@ -347,15 +348,15 @@ def parse_storage(url: str | None, runs_dir: str, study: str) -> StorageSpec:
     if scheme in ("postgres", "postgresql"):
         url, scheme = _pg_driver() + url[len(scheme):], _pg_driver()
     if scheme not in ("postgresql+psycopg2", "postgresql+psycopg", "sqlite"):
-        raise StorageError(f"unsupported storage URL {_mask(url)!r} (scheme {scheme!r}); use a journal file path "
+        raise StorageError(f"unsupported storage URL {mask_text(url)!r} (scheme {scheme!r}); use a journal file path "
                            f"(e.g. runs/sweeps/my-study.journal), postgresql://USER@HOST[:PORT]/DB or sqlite:///FILE.db")
     try:
         from sqlalchemy.engine import make_url
 
         make_url(url)
     except Exception as exc:  # sqlalchemy.exc.ArgumentError and friends
-        raise StorageError(f"malformed storage URL {_mask(url)!r}: {exc}") from None
-    return StorageSpec("rdb", url, _mask(url))
+        raise StorageError(f"malformed storage URL {mask_text(url)!r}: {exc}") from None
+    return StorageSpec("rdb", url, mask_text(url))
 
 
 def _pg_driver() -> str:
@@ -365,15 +366,6 @@ def _pg_driver() -> str:
     if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
         return "postgresql+psycopg2"
     return "postgresql+psycopg"
-
-
-def _mask(url: str) -> str:
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url.split("@")[-1] if "@" in url else url
 
 
 def open_storage(spec: StorageSpec, heartbeat: int | None = None, *, create: bool = True):
@@ -1154,7 +1146,23 @@ def cmd_best(args) -> int:
     return 0
 
 
+def resolve_storage_args(args) -> None:
+    """``args.storage`` from --storage, --storage-file or $BENCH_STORAGE; ``args.storage_ref`` is
+    how printed commands name it: never with its password."""
+    flag = args.storage
+    args.storage = storage_url(flag, getattr(args, "storage_file", None))
+    if getattr(args, "storage_file", None):
+        args.storage_ref = f" --storage-file {shlex.quote(args.storage_file)}"
+    elif flag:
+        args.storage_ref = f" --storage {shlex.quote(mask_text(flag))}"
+    elif args.storage:
+        args.storage_ref = ""              # $BENCH_STORAGE names it, in this shell and the next
+    else:
+        args.storage_ref = f" --runs-dir {shlex.quote(args.runs_dir)}" if args.runs_dir != "runs" else ""
+
+
 def cmd_sweep(args) -> int:
+    resolve_storage_args(args)
     if args.action == "status":
         return cmd_status(args)
     if args.action == "best":
@@ -1172,12 +1180,10 @@ def cmd_sweep(args) -> int:
     run_workers(sweep, args)
     study = sweep.load()
     confirm_seeds(sweep, study, sweep.confirm_seeds)
-    args.study, args.storage = sweep.name, args.storage
+    args.study = sweep.name
     cmd_status(args)
     if _best_trial(study) is not None:
-        print(f"reproduce the best trial: bench sweep best --study {shlex.quote(sweep.name)}"
-              + (f" --storage {shlex.quote(args.storage)}" if args.storage else "")
-              + (f" --runs-dir {shlex.quote(args.runs_dir)}" if not args.storage and args.runs_dir != "runs" else ""))
+        print(f"reproduce the best trial: bench sweep best --study {shlex.quote(sweep.name)}{args.storage_ref}")
     return 0
 
 
@@ -1213,18 +1219,27 @@ def launch_array(sweep: Sweep, args) -> int:
     if args.launcher == "slurm" and not args.storage:
         print("bench sweep: warning: a journal file has no heartbeats and needs shared storage; "
               "prefer --storage postgresql://... on a cluster", file=sys.stderr)
-    argv = worker_argv(getattr(args, "argv", None) or sys.argv[1:])
+    argv = _drop_flag(_drop_flag(_drop_flag(worker_argv(getattr(args, "argv", None) or sys.argv[1:]), "--storage"),
+                                 "--storage-file"), "--study") + ["--study", sweep.name]
     if sweep.storage_spec.kind == "journal":
         # workers must find the same journal wherever they start: pin it to an absolute path
         args.storage = str(Path(sweep.storage_spec.url).resolve())
-    argv = _drop_flag(_drop_flag(argv, "--storage"), "--study") + ["--study", sweep.name, "--storage", args.storage]
+        argv += ["--storage", args.storage]
+        args.storage_ref = f" --storage {shlex.quote(args.storage)}"
+    elif args.storage_file:
+        argv += ["--storage-file", str(Path(args.storage_file).expanduser().resolve())]
+    else:
+        # a database URL may hold a password: the job inherits it through the environment
+        # (sbatch exports the submitter's environment; submitit's local executor too), so it is
+        # in no job script, pickle, log or process listing
+        os.environ[STORAGE_ENV] = args.storage
     folder = Path(args.slurm_dir or Path(args.runs_dir) / "slurm" / sweep.name)
     jobs = submit_workers(argv, workers=args.workers, folder=folder, partition=args.partition,
                           gpus_per_worker=args.gpus_per_worker, timeout_min=args.timeout_min,
                           cluster="local" if args.launcher == "submitit-local" else "slurm")
     print(f"bench sweep: submitted {len(jobs)} worker(s) for study {sweep.name}: job "
           f"{jobs[0].job_id.split('_')[0]}; logs in {folder}; watch with `bench sweep status --study "
-          f"{shlex.quote(sweep.name)} --storage {shlex.quote(args.storage)}`", flush=True)
+          f"{shlex.quote(sweep.name)}{args.storage_ref}`", flush=True)
     if args.wait:
         failed = 0
         for job in jobs:
@@ -1274,7 +1289,10 @@ def register(sub) -> None:
     g.add_argument("--slurm-dir", help="submitit job folder, on shared storage (default RUNS_DIR/slurm/STUDY)")
     g.add_argument("--wait", action="store_true", help="with a launcher: wait for the array and print the status")
     g.add_argument("--storage", help="journal file path, or postgresql://USER@HOST[:PORT]/DB for several nodes "
-                                     "(default: RUNS_DIR/sweeps/STUDY.journal)")
+                                     "(default: $BENCH_STORAGE, else RUNS_DIR/sweeps/STUDY.journal). Keep passwords "
+                                     "off the command line: PGPASSWORD, ~/.pgpass, or --storage-file")
+    g.add_argument("--storage-file", metavar="PATH",
+                   help="read the storage URL from the first line of PATH (e.g. mode 0600 on shared storage)")
     g.add_argument("--study", help="study name (default MODEL-TASK-SPACE-SAMPLER); same name + storage = same sweep")
     g.add_argument("--confirm-seeds", type=_nonneg, default=0, metavar="K",
                    help="re-run the best config on K more seeds when the study is done")
