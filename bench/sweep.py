@@ -26,6 +26,7 @@ import itertools
 import json
 import math
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -42,7 +43,7 @@ from bench.models.errors import BenchError
 from bench.secrets import STORAGE_ENV, mask_text, storage_url
 
 SAMPLERS = ("grid", "tpe")
-ACTIONS = ("run", "status", "best")
+ACTIONS = ("run", "status", "best", "retry")
 # RunConfig fields a space may sample (besides per-group optimizers), plus "model_options.KEY".
 RUN_FIELDS = ("seed", "n_hidden", "params", "seq_len", "batch_size", "max_steps", "max_epochs", "val_every",
               "grad_clip", "data_seed", "scale")
@@ -61,6 +62,20 @@ class SpaceError(SweepError):
 
 class StorageError(SweepError):
     """A storage URL that is malformed, unsupported or unreachable."""
+
+
+class WorkerUnfit(SweepError):
+    """This worker's node cannot run any trial (runs dir, data): it stops and takes none."""
+
+
+class TrialTakenOver(Exception):
+    """The study finished this trial while its worker was stalled (its heartbeat went stale and
+    another worker re-ran it): the stalled worker drops it."""
+
+
+# A trial's own failure (an exception inside training; divergence is a result, not a failure)
+# is re-queued this many times before its point stays FAILED; `bench sweep retry` re-queues it.
+MAX_TRIAL_RETRIES = 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -340,6 +355,10 @@ def parse_storage(url: str | None, runs_dir: str, study: str) -> StorageSpec:
         path = Path(runs_dir) / "sweeps" / f"{study}.journal"
         return StorageSpec("journal", str(path), str(path))
     if "://" not in url:
+        if _DB_TYPO.match(url):
+            raise StorageError(f"storage {mask_text(url)!r} looks like a database URL with a typo (expected "
+                               f"SCHEME://USER@HOST/DB, e.g. postgresql://user@host/db); a journal file path "
+                               f"must not start with a database scheme")
         return StorageSpec("journal", url, url)
     scheme = url.split("://", 1)[0].lower()
     if scheme == "file":
@@ -357,6 +376,11 @@ def parse_storage(url: str | None, runs_dir: str, study: str) -> StorageSpec:
     except Exception as exc:  # sqlalchemy.exc.ArgumentError and friends
         raise StorageError(f"malformed storage URL {mask_text(url)!r}: {exc}") from None
     return StorageSpec("rdb", url, mask_text(url))
+
+
+# "postgresql//host/db", "postgres:/host/db", "sqlite:db": each would silently become a local
+# journal file, and every node would run its own full grid
+_DB_TYPO = re.compile(r"^(postgres(ql)?|sqlite|mysql|mariadb)(\+\w+)?[:/]", re.I)
 
 
 def _pg_driver() -> str:
@@ -522,6 +546,8 @@ class Sweep:
     n_trials: int | None
     heartbeat: int
     confirm_seeds: int = 0
+    wait: bool = False            # stay while any trial runs anywhere (it may fail and come back)
+    sampler_seed: int | None = None
     storage: object = None
     meta: dict = field(default_factory=dict)
 
@@ -547,7 +573,9 @@ class Sweep:
         import optuna
 
         if self.sampler == "tpe":
-            return optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True)
+            # one seed per worker (the same seed everywhere would propose the same first points)
+            seed = None if self.sampler_seed is None else self.sampler_seed + worker_index()
+            return optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True, seed=seed)
         return optuna.samplers.RandomSampler()   # never asked: grid trials all come from the queue
 
     def load(self):
@@ -568,7 +596,7 @@ def _quiet_optuna():
     warnings.filterwarnings("ignore", message=".*Heartbeat of storage is supposed to be used with Study.optimize.*")
 
 
-def build_sweep(args, *, check: bool = True) -> Sweep:
+def build_sweep(args, *, check: bool = True, open_store: bool = True) -> Sweep:
     """Validate everything the CLI gave before any work starts."""
     from bench.cmd_run import config_from_args
     from bench.config import resolve
@@ -592,7 +620,8 @@ def build_sweep(args, *, check: bool = True) -> Sweep:
                   sampler=args.sampler, base=base, metric=task_cls.metric,
                   direction="maximize" if task_cls.metric_mode == "max" else "minimize",
                   prune=not args.no_prune, n_trials=args.n_trials if args.sampler == "tpe" else None,
-                  heartbeat=args.heartbeat, confirm_seeds=args.confirm_seeds)
+                  heartbeat=args.heartbeat, confirm_seeds=args.confirm_seeds,
+                  wait=bool(getattr(args, "wait", False)), sampler_seed=getattr(args, "sampler_seed", None))
     if sweep.sampler == "tpe" and sweep.n_trials is None:
         sweep.n_trials = 50
     fixed = None
@@ -604,7 +633,8 @@ def build_sweep(args, *, check: bool = True) -> Sweep:
                   "sampler": sweep.sampler, "base": base.group_key(), "metric": sweep.metric,
                   "direction": sweep.direction, "grid_size": grid_size(space) if sweep.sampler == "grid" else None,
                   "n_trials": sweep.n_trials, "runs_dir": str(Path(base.runs_dir).resolve())}
-    sweep.storage = open_storage(sweep.storage_spec, sweep.heartbeat if sweep.storage_spec.kind == "rdb" else None)
+    if open_store:
+        sweep.storage = open_storage(sweep.storage_spec, sweep.heartbeat if sweep.storage_spec.kind == "rdb" else None)
     return sweep
 
 
@@ -709,7 +739,8 @@ def _trial_callback_class():
 
         def on_fit_start(self, trainer, pl_module):
             self.run_dir = str(Path(trainer.default_root_dir).resolve())
-            self.trial.set_user_attr("run_dir", self.run_dir)
+            with _taken_over_check():
+                self.trial.set_user_attr("run_dir", self.run_dir)
 
         def on_validation_end(self, trainer, pl_module):
             if trainer.sanity_checking:
@@ -718,11 +749,22 @@ def _trial_callback_class():
             if score is None:
                 return
             step = int(trainer.global_step)
-            self.trial.report(float(score), step=step)
+            with _taken_over_check():
+                self.trial.report(float(score), step=step)
             if self.trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at step {step} ({self.monitor} = {float(score):.4g})")
 
     return TrialCallback
+
+
+@contextlib.contextmanager
+def _taken_over_check():
+    import optuna
+
+    try:
+        yield
+    except optuna.exceptions.UpdateFinishedTrialError:
+        raise TrialTakenOver from None
 
 
 def _config_record(cfg) -> dict:
@@ -742,14 +784,18 @@ def _resume_from(ua: dict) -> str | None:
     return None
 
 
-def _requeue(study, trial, outcome: str, desc: str, started: float, retried_from, run_dir) -> None:
-    """FAIL this trial and queue the same parameters again (the sweep resumes with them)."""
+def _requeue(study, trial, outcome: str, desc: str, started: float, retried_from, run_dir,
+             error: str | None = None, attempt: int = 0) -> None:
+    """FAIL this trial and queue the same parameters again (the sweep resumes with them).
+    ``attempt`` counts the point's own failures (interruptions and unfit nodes do not count)."""
     from optuna.trial import TrialState
 
     old = signal.signal(signal.SIGINT, signal.SIG_IGN)     # let the bookkeeping finish
     try:
-        _finish(study, trial, TrialState.FAIL, outcome, f"{outcome}; re-queued", desc, started)
+        _finish(study, trial, TrialState.FAIL, outcome, error or f"{outcome}; re-queued", desc, started)
         attrs = {"retried_from": retried_from if retried_from is not None else trial.number}
+        if attempt:
+            attrs["attempt"] = attempt
         if run_dir:
             attrs["resume_dir"] = run_dir
         study.enqueue_trial(dict(trial.params), user_attrs=attrs)
@@ -801,15 +847,34 @@ def run_trial(sweep: Sweep, study, trial) -> str:
                 result = run(cfg, callbacks=[callback])
     except optuna.TrialPruned as exc:
         return _finish(study, trial, TrialState.PRUNED, "pruned", str(exc), desc, started)
-    except (KeyboardInterrupt, SystemExit):
-        # Lightning turns Ctrl-C into SystemExit(1); the run folder keeps its last checkpoint.
-        _requeue(study, trial, "interrupted", desc, started, retried_from, callback.run_dir)
+    except TrialTakenOver:
+        return _drop_taken_over(sweep, trial, desc, started, callback.run_dir)
+    except (KeyboardInterrupt, SystemExit) as exc:
+        # The run folder keeps its last (or preemption) checkpoint; the retry continues there.
+        _requeue(study, trial, "interrupted", desc, started, retried_from, callback.run_dir,
+                 attempt=ua.get("attempt", 0))
+        if isinstance(exc, SystemExit) and exc.code not in (None, 0, 1):
+            # submitit's time-out/preemption handler: it has requeued the job and exits with its
+            # own code, which must reach submitit unchanged (Lightning turns Ctrl-C into exit 1)
+            raise
         raise KeyboardInterrupt from None
     except BenchError as exc:
-        return _finish(study, trial, TrialState.FAIL, "error", str(exc), desc, started)
+        # run() raises input errors only before training: this node's runs dir or data. The point
+        # is fine: give it back untouched and stop this worker.
+        _requeue(study, trial, "worker-unfit", desc, started, retried_from, None,
+                 error=f"{exc}; re-queued for another worker", attempt=ua.get("attempt", 0))
+        raise WorkerUnfit(f"this worker cannot run trials: {exc}; trial {trial.number} went back to the queue") \
+            from None
     except Exception as exc:
-        _finish(study, trial, TrialState.FAIL, "error", f"{type(exc).__name__}: {exc}", desc, started)
-        raise
+        attempt = ua.get("attempt", 0) + 1
+        error = f"{type(exc).__name__}: {exc}"
+        if attempt <= MAX_TRIAL_RETRIES:
+            _requeue(study, trial, "error", desc, started, retried_from, None,
+                     error=f"{error} (attempt {attempt} of {MAX_TRIAL_RETRIES + 1}; re-queued)", attempt=attempt)
+            return "error"
+        return _finish(study, trial, TrialState.FAIL, "error",
+                       f"{error} (attempt {attempt} of {MAX_TRIAL_RETRIES + 1}; `bench sweep retry` re-queues it)",
+                       desc, started)
     if result["status"] in ("preempted", "interrupted"):
         # SIGTERM (cluster preemption) or Ctrl-C: run() checkpointed; the retry continues from there
         _requeue(study, trial, result["status"], desc, started, retried_from, result.get("run_dir"))
@@ -822,6 +887,16 @@ def run_trial(sweep: Sweep, study, trial) -> str:
         return _finish(study, trial, TrialState.FAIL, "no-metric", f"no finite best_val_{sweep.metric}", desc,
                        started)
     return _finish(study, trial, TrialState.COMPLETE, "complete", None, desc, started, value)
+
+
+def _drop_taken_over(sweep: Sweep, trial, desc: str, started: float, run_dir: str | None) -> str:
+    """A woken stalled worker: its trial was failed by the heartbeat and re-run elsewhere. Drop it
+    and the half-trained folder it was writing (nothing else refers to it)."""
+    if run_dir and Path(run_dir).is_dir() and not (Path(run_dir) / "result.json").exists():
+        shutil.rmtree(run_dir, ignore_errors=True)
+    print(f"[{sweep.label}] trial {trial.number} {desc} -> dropped: the study re-ran it while this worker was "
+          f"stalled ({time.time() - started:.1f} s)", flush=True)
+    return "taken-over"
 
 
 def _finish(study, trial, state, outcome: str, error, desc: str, started: float, value=None) -> str:
@@ -880,15 +955,82 @@ def reap_dead_local(sweep: Sweep, study) -> int:
     return reaped
 
 
+def reap_unclaimed(sweep: Sweep, study) -> int:
+    """FAIL and re-queue RUNNING trials that never got an owner: their worker died between taking
+    the trial and recording itself (no heartbeat either), so nothing else would ever reap them.
+    A live worker records its owner within milliseconds; the grace is twice the heartbeat."""
+    import datetime
+
+    from optuna.trial import TrialState
+
+    grace = datetime.timedelta(seconds=2 * sweep.heartbeat)
+    now = datetime.datetime.now()
+
+    def orphans():
+        return [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                if not t.user_attrs.get("owner") and t.datetime_start and now - t.datetime_start > grace]
+
+    if not orphans():
+        return 0
+    reaped = 0
+    with sweep.lock():
+        for t in orphans():
+            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+            params = t.system_attrs.get("fixed_params") or t.params
+            study.enqueue_trial(params, user_attrs={"retried_from": t.user_attrs.get("retried_from", t.number)})
+            print(f"[{sweep.label}] trial {t.number}: taken but never claimed by a worker; FAILED and re-queued",
+                  flush=True)
+            reaped += 1
+    return reaped
+
+
 def _may_come_back(sweep: Sweep, study) -> bool:
-    """Is a RUNNING trial elsewhere that could still fail and be re-queued? Then wait for it."""
+    """Should this worker stay for a RUNNING trial elsewhere? With ``--wait``, while any runs
+    (it may still fail and be re-queued). Otherwise only for one that is coming back: its owner
+    is known dead (same host, process gone) or was never recorded, so the reaper will re-queue
+    it; a worker with nothing left to run leaves instead of holding its GPU."""
     from optuna.trial import TrialState
 
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    if sweep.storage_spec.kind == "rdb":
-        return bool(running)     # heartbeats will tell
     host = socket.gethostname()
-    return any((t.user_attrs.get("owner") or {}).get("host", host) == host for t in running)
+    if sweep.wait:
+        if sweep.storage_spec.kind == "rdb":
+            return bool(running)     # heartbeats will tell
+        return any((t.user_attrs.get("owner") or {}).get("host", host) == host for t in running)
+    return any(owner_dead(t.user_attrs.get("owner")) or not t.user_attrs.get("owner") for t in running)
+
+
+def preflight(sweep: Sweep) -> None:
+    """Check, before taking any trial, what would fail every trial on this node: the runs dir
+    can be written and the task's data is there and valid. Raises WorkerUnfit; takes nothing."""
+    import tempfile
+
+    from bench.config import resolve
+    from bench.tasks import build_task
+
+    cfg = resolve(copy.deepcopy(sweep.base))
+    base = Path(cfg.runs_dir) / cfg.task / cfg.model
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=base, prefix=".probe-"):
+            pass
+    except OSError as exc:
+        raise WorkerUnfit(f"this worker cannot write its runs directory {base}: {exc.strerror or exc}; "
+                          f"no trial was taken (choose another --runs-dir)") from None
+    try:
+        build_task(cfg.task, seq_len=cfg.seq_len, data_dir=cfg.data_dir, data_seed=cfg.data_seed) \
+            .datamodule(cfg.batch_size)
+    except BenchError as exc:
+        raise WorkerUnfit(f"this worker cannot load the task's data: {exc}; no trial was taken") from None
+
+
+def worker_index() -> int:
+    """This worker's number: the SLURM array index, else the local worker number (0 for the
+    first process), for per-worker seeds."""
+    for var in ("SLURM_ARRAY_TASK_ID", "BENCH_WORKER_INDEX"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
 
 
 def work(sweep: Sweep) -> int:
@@ -896,6 +1038,7 @@ def work(sweep: Sweep) -> int:
     import optuna
 
     study = sweep.load()
+    preflight(sweep)
     poll = min(5.0, float(sweep.heartbeat)) if sweep.storage_spec.kind == "rdb" else 2.0
     ran = 0
     while True:
@@ -903,6 +1046,7 @@ def work(sweep: Sweep) -> int:
             optuna.storages.fail_stale_trials(study)
         else:
             reap_dead_local(sweep, study)
+        reap_unclaimed(sweep, study)
         # Pop only WAITING trials: study.ask() would fall through to the sampler when the queue is
         # empty, which for the grid would run a point outside the grid.
         trial_id = study._pop_waiting_trial_id()
@@ -928,9 +1072,10 @@ def _set_threads(workers: int) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
-def _worker_main(arg_dict: dict) -> None:
+def _worker_main(arg_dict: dict, index: int = 0) -> None:
     """Entry point of a spawned local worker process."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)    # kill -TERM = Ctrl-C: re-queue the trial
+    os.environ["BENCH_WORKER_INDEX"] = str(index)
     args = argparse.Namespace(**arg_dict)
     try:
         _set_threads(args.workers)
@@ -949,7 +1094,7 @@ def run_workers(sweep: Sweep, args) -> None:
 
     ctx = mp.get_context("spawn")
     arg_dict = {k: v for k, v in vars(args).items() if k != "func"}
-    procs = [ctx.Process(target=_worker_main, args=(arg_dict,), name=f"bench-sweep-{i}")
+    procs = [ctx.Process(target=_worker_main, args=(arg_dict, i), name=f"bench-sweep-{i}")
              for i in range(1, args.workers)]
     old_term = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
@@ -1161,13 +1306,57 @@ def resolve_storage_args(args) -> None:
         args.storage_ref = f" --runs-dir {shlex.quote(args.runs_dir)}" if args.runs_dir != "runs" else ""
 
 
+def cmd_retry(args) -> int:
+    """Re-queue every point whose trials all FAILED (none complete, waiting, running or pruned)."""
+    from optuna.trial import TrialState
+
+    study, spec = _open_existing(args)
+    by_point: dict[str, list] = {}
+    for t in study.get_trials(deepcopy=False):
+        by_point.setdefault(_point_key(t.system_attrs.get("fixed_params") or t.params), []).append(t)
+    failed = [ts for ts in by_point.values() if all(t.state == TrialState.FAIL for t in ts)]
+    for ts in failed:
+        last = max(ts, key=lambda t: t.number)
+        study.enqueue_trial(last.system_attrs.get("fixed_params") or last.params,
+                            user_attrs={"retried_from": last.number})
+    print(f"bench sweep retry: study {study.study_name} ({spec.display}): re-queued {len(failed)} failed point(s); "
+          f"run the sweep's workers again to run them")
+    return 0
+
+
+def dry_run(sweep: Sweep) -> int:
+    """Print what the sweep would do; open no storage, create nothing."""
+    from bench.config import resolve
+
+    size = grid_size(sweep.space) if sweep.sampler == "grid" else sweep.n_trials
+    print(f"bench sweep --dry-run: study {sweep.name} in {sweep.storage_spec.display}; {sweep.base.model} on "
+          f"{sweep.base.task}, space {sweep.space['name']}, {sweep.sampler}: {size} trial(s)")
+    fixed = sweep.meta.get("fixed_groups") or {}
+    if fixed:
+        print(f"  fixed in every trial: {_fixed_text(fixed)}")
+    if sweep.sampler == "grid":
+        from bench.optim import format_spec
+
+        for i, point in enumerate(itertools.islice(grid_points(sweep.space), 5)):
+            cfg = resolve(apply_overrides(sweep.base, point, sweep.space))
+            print(f"  trial {i}: " + ", ".join(f"{g}={format_spec(v)}" for g, v in cfg.opts.items())
+                  + f"; n={cfg.n_hidden}, steps={cfg.max_steps}, seed={cfg.seed}")
+        if size > 5:
+            print(f"  ... and {size - 5} more")
+    return 0
+
+
 def cmd_sweep(args) -> int:
     resolve_storage_args(args)
     if args.action == "status":
         return cmd_status(args)
     if args.action == "best":
         return cmd_best(args)
-    sweep = build_sweep(args)
+    if args.action == "retry":
+        return cmd_retry(args)
+    sweep = build_sweep(args, open_store=not getattr(args, "dry_run", False))
+    if getattr(args, "dry_run", False):
+        return dry_run(sweep)
     study = prepare(sweep)
     if args.launcher != "local":
         return launch_array(sweep, args)
@@ -1269,7 +1458,7 @@ def register(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("action", nargs="?", choices=ACTIONS, default="run",
                    help="run (default): run the sweep; status: trials by state, best, running; "
-                        "best: the best trial as a `bench run` command line")
+                        "best: the best trial as a `bench run` command line; retry: re-queue failed points")
     add_run_arguments(p, model_required=False, task_required=False)   # status/best name the study instead
     g = p.add_argument_group("sweep")
     g.add_argument("--space", default="appendix-a3",
@@ -1287,7 +1476,13 @@ def register(sub) -> None:
     g.add_argument("--gpus-per-worker", type=_nonneg, default=0, help="GPUs per array task (default 0)")
     g.add_argument("--timeout-min", type=_pos, default=24 * 60, help="time limit per array task (default 1440)")
     g.add_argument("--slurm-dir", help="submitit job folder, on shared storage (default RUNS_DIR/slurm/STUDY)")
-    g.add_argument("--wait", action="store_true", help="with a launcher: wait for the array and print the status")
+    g.add_argument("--wait", action="store_true",
+                   help="with a launcher: wait for the array and print the status; a local worker: stay while any "
+                        "trial runs anywhere (default: leave when nothing is left to run here)")
+    g.add_argument("--sampler-seed", type=_nonneg, metavar="SEED",
+                   help="seed TPE (worker k uses SEED + k; reproducible with one worker)")
+    g.add_argument("--dry-run", action="store_true",
+                   help="print the study, its size and the first trials; touch no storage and run nothing")
     g.add_argument("--storage", help="journal file path, or postgresql://USER@HOST[:PORT]/DB for several nodes "
                                      "(default: $BENCH_STORAGE, else RUNS_DIR/sweeps/STUDY.journal). Keep passwords "
                                      "off the command line: PGPASSWORD, ~/.pgpass, or --storage-file")

@@ -1,0 +1,263 @@
+"""Faults a cluster sweep meets, caused on purpose: a node that cannot run anything, trials that
+crash, a worker that died between taking a trial and claiming it, a stalled worker that wakes
+after its trial was re-run, and workers with nothing left to do. Each ends with every grid point
+COMPLETE exactly once and no traceback."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from bench import sweep as S
+from bench.cli import main
+from test_sweep import TINY, assert_every_point_once, assert_results_whole, grid_of, load, one_thread, \
+    space_file  # noqa: F401  (one_thread: autouse fixture)
+
+SPACE = "groups: {A: {opt: [adam], lr: [1.0e-2, 1.0e-3, 1.0e-4]}}"
+
+
+def _sweep(tmp_path, *extra, runs="runs"):
+    return main(["sweep", *TINY, "--runs-dir", str(tmp_path / runs), "--space", space_file(tmp_path, SPACE),
+                 "--study", "s", "--storage", str(tmp_path / "s.journal"), *extra])
+
+
+def _study(tmp_path):
+    return optuna.load_study(study_name="s", storage=S.open_storage(S.parse_storage(str(tmp_path / "s.journal"),
+                                                                                    "runs", "s"), create=False))
+
+
+def test_a_node_that_cannot_write_its_runs_dir_takes_no_trial(tmp_path, capsys):
+    (tmp_path / "a-file").write_text("not a folder")
+    assert _sweep(tmp_path, runs="a-file/runs") == 2
+    err = capsys.readouterr().err
+    assert "this worker cannot write its runs directory" in err and "no trial was taken" in err
+    assert "Traceback" not in err
+    assert {t.state for t in _study(tmp_path).trials} == {TrialState.WAITING}      # nothing spoiled
+    assert _sweep(tmp_path) == 0                                                    # a good node finishes it
+    assert_every_point_once(_study(tmp_path), grid_of(SPACE, tmp_path))
+
+
+def test_a_node_failing_mid_sweep_gives_its_trial_back(tmp_path, capsys, monkeypatch):
+    """The runs dir becomes unusable after the preflight (say a full disk): the trial goes back to
+    the queue untouched and the worker stops; another run of the sweep completes every point."""
+    import bench.run
+    from bench.models.errors import ConfigError
+
+    real = bench.run.make_run_dir
+    calls = []
+
+    def fails_second_time(cfg):
+        calls.append(cfg)
+        if len(calls) == 2:
+            raise ConfigError("cannot create runs directory runs/copying/scurnn: No space left on device")
+        return real(cfg)
+
+    monkeypatch.setattr(bench.run, "make_run_dir", fails_second_time)
+    assert _sweep(tmp_path) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "went back to the queue" in err and "Traceback" not in err
+    states = sorted(t.state.name for t in _study(tmp_path).trials)
+    assert states.count("COMPLETE") == 1 and states.count("WAITING") == 2     # two untouched, one given back
+    monkeypatch.setattr(bench.run, "make_run_dir", real)
+    assert _sweep(tmp_path) == 0
+    assert_every_point_once(_study(tmp_path), grid_of(SPACE, tmp_path))
+    assert len(assert_results_whole(tmp_path / "runs")) == 3
+
+
+def test_a_crashing_trial_is_retried_a_bounded_number_of_times_then_retry_requeues_it(tmp_path, capsys,
+                                                                                       monkeypatch):
+    import bench.run
+
+    real = bench.run.run
+    crashes = {"flaky": 0}
+
+    def faulty(cfg, **kw):
+        lr = cfg.opts["A"][1]
+        if lr == 1e-2:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")   # always
+        if lr == 1e-3 and crashes["flaky"] == 0:
+            crashes["flaky"] += 1
+            raise RuntimeError("NCCL timeout")                                             # once
+        return real(cfg, **kw)
+
+    monkeypatch.setattr(bench.run, "run", faulty)
+    assert _sweep(tmp_path) == 0
+    out = capsys.readouterr().out
+    assert "Traceback" not in out and "attempt 3 of 3" in out
+    study = _study(tmp_path)
+    bad = [t for t in study.trials if t.params["A.lr"] == 1e-2]
+    assert [t.state for t in bad] == [TrialState.FAIL] * (S.MAX_TRIAL_RETRIES + 1)
+    assert "`bench sweep retry` re-queues it" in bad[-1].user_attrs["error"]
+    assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 2
+    # the fault is fixed: retry re-queues the failed point, the workers run it once
+    monkeypatch.setattr(bench.run, "run", real)
+    assert main(["sweep", "retry", "--study", "s", "--storage", str(tmp_path / "s.journal")]) == 0
+    assert "re-queued 1 failed point" in capsys.readouterr().out
+    assert _sweep(tmp_path) == 0
+    assert_every_point_once(_study(tmp_path), grid_of(SPACE, tmp_path))
+
+
+def test_a_trial_taken_but_never_claimed_is_reaped_and_run(tmp_path, capsys):
+    """A worker killed between taking a trial and recording itself leaves a RUNNING trial with no
+    owner and no heartbeat; after twice the heartbeat it is re-queued and run, once."""
+    assert _sweep(tmp_path, "--dry-run") == 0 and not (tmp_path / "s.journal").exists()
+    # create the study and take one trial the way a worker does, then "die"
+    from bench.cli import build_parser
+
+    args = build_parser().parse_args(["sweep", *TINY, "--runs-dir", str(tmp_path / "runs"), "--space",
+                                      space_file(tmp_path, SPACE), "--study", "s", "--storage",
+                                      str(tmp_path / "s.journal"), "--heartbeat", "1"])
+    S.resolve_storage_args(args)
+    sweep = S.build_sweep(args)
+    study = S.prepare(sweep)
+    taken = study._pop_waiting_trial_id()
+    assert taken is not None
+    started = time.time()
+    assert _sweep(tmp_path, "--heartbeat", "1") == 0
+    assert time.time() - started >= 2.0                       # it waited out the grace, then reaped
+    study = _study(tmp_path)
+    orphan = next(t for t in study.trials if t._trial_id == taken)
+    assert orphan.state == TrialState.FAIL
+    assert "never claimed" in capsys.readouterr().out
+    assert_every_point_once(study, grid_of(SPACE, tmp_path))
+
+
+def test_a_worker_leaves_when_only_other_workers_trials_run(tmp_path):
+    """Nothing waiting, one trial running in another live worker (this test process): the worker
+    leaves at once instead of idling until that trial ends; with --wait it stays."""
+    assert _sweep(tmp_path) == 0
+    study = _study(tmp_path)
+    busy = study.ask()
+    busy.set_user_attr("owner", S.owner())
+    started = time.time()
+    assert _sweep(tmp_path) == 0 and time.time() - started < 30
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    waiting = subprocess.Popen([sys.executable, "-m", "bench.cli", "sweep", *TINY, "--runs-dir", str(tmp_path / "runs"),
+                                "--space", space_file(tmp_path, SPACE), "--study", "s",
+                                "--storage", str(tmp_path / "s.journal"), "--wait"],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(8)
+    still_there = waiting.poll() is None
+    waiting.kill()
+    out = waiting.communicate()[0]
+    assert still_there, out
+
+
+def test_storage_typos_are_refused(tmp_path, capsys):
+    for typo in ("postgresql//db-host/sweeps", "postgres:/db-host/sweeps", "sqlite:sweeps.db"):
+        assert main(["sweep", *TINY, "--runs-dir", str(tmp_path), "--storage", typo]) == 2
+        err = capsys.readouterr().err
+        assert "looks like a database URL with a typo" in err, err
+    assert not list(tmp_path.iterdir())
+
+
+def test_dry_run_touches_nothing(tmp_path, capsys):
+    assert _sweep(tmp_path, "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert "3 trial(s)" in out and "trial 0: A=scurnn_adam:0.01" in out
+    assert not (tmp_path / "s.journal").exists() and not (tmp_path / "runs").exists()
+
+
+def test_sampler_seed_makes_tpe_reproducible(tmp_path):
+    space = "groups: {A: {opt: [adam, rmsprop], lr: {low: 1.0e-4, high: 1.0e-2, log: true}}}"
+    params = []
+    for name in ("one", "two"):
+        assert main(["sweep", *TINY, "--runs-dir", str(tmp_path / name), "--space", space_file(tmp_path, space),
+                     "--sampler", "tpe", "--n-trials", "3", "--sampler-seed", "7", "--no-prune"]) == 0
+        study = load(next((tmp_path / name / "sweeps").glob("*.journal")).stem, tmp_path / name)
+        params.append([t.params for t in sorted(study.trials, key=lambda t: t.number)])
+    assert params[0] == params[1] and len(params[0]) == 3
+
+
+@pytest.mark.postgres
+def test_a_stalled_worker_drops_its_retried_trial_quietly(tmp_path, pg_url):  # noqa: F811
+    """SIGSTOP a worker past the heartbeat grace; another worker re-runs its trial; SIGCONT: the
+    woken worker drops the trial and its half-written folder, with no traceback."""
+    import uuid
+
+    study_name = f"bench-stall-{uuid.uuid4().hex[:10]}"
+    space = space_file(tmp_path, "groups: {A: {opt: [adam], lr: [1.0e-3]}}")
+    args = [sys.executable, "-m", "bench.cli", "sweep", *TINY, "--max-steps", "400", "--val-every", "20",
+            "--runs-dir", "runs", "--space", space, "--study", study_name, "--storage", pg_url, "--heartbeat", "1",
+            "--no-prune"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    first = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    second = None
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                st = load(study_name, tmp_path / "runs", pg_url)
+                if any(t.intermediate_values for t in st.get_trials(states=(TrialState.RUNNING,))):
+                    break
+            except Exception:
+                pass
+            time.sleep(0.2)
+        os.kill(first.pid, signal.SIGSTOP)
+        time.sleep(4)                                  # past the grace (2 × 1 s)
+        second = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert second.returncode == 0, second.stdout + second.stderr
+        os.kill(first.pid, signal.SIGCONT)
+        out = first.communicate(timeout=300)[0]
+    finally:
+        for p in (first,):
+            if p.poll() is None:
+                os.kill(p.pid, signal.SIGCONT)
+                p.kill()
+    assert first.returncode == 0 and "Traceback" not in out and "dropped: the study re-ran it" in out, out
+    st = load(study_name, tmp_path / "runs", pg_url)
+    assert [t.state for t in st.trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    folders = [p for p in (tmp_path / "runs" / "copying" / "scurnn").iterdir() if p.is_dir()]
+    assert len(folders) == 1 and (folders[0] / "result.json").is_file()         # no orphan folder
+    optuna.delete_study(study_name=study_name, storage=S.open_storage(S.parse_storage(pg_url, "runs", study_name)))
+
+
+from test_sweep_postgres import pg_url  # noqa: E402,F401  (fixture)
+
+
+def test_a_timed_out_array_task_is_requeued_and_continues_its_trial(tmp_path, monkeypatch):
+    """submitit's time-out/preemption signal (USR2) mid-trial: submitit checkpoints the worker and
+    requeues the job; the trial goes back to the queue with its run folder, and the requeued job
+    continues it there. Every point completes once; the job ends without an error."""
+    from bench.cli import build_parser
+    from bench.slurm import submit_workers
+
+    monkeypatch.chdir(tmp_path)
+    space = space_file(tmp_path, "groups: {A: {opt: [adam], lr: [1.0e-3, 1.0e-2]}}")
+    argv = ["sweep", *TINY, "--max-steps", "400", "--val-every", "40", "--runs-dir", str(tmp_path / "runs"),
+            "--space", space, "--study", "s", "--storage", str(tmp_path / "s.journal"), "--no-prune"]
+    args = build_parser().parse_args(argv)
+    S.resolve_storage_args(args)
+    S.prepare(S.build_sweep(args))
+    job = submit_workers(argv + ["--workers", "1"], workers=1, folder=tmp_path / "slurm", cluster="local",
+                         timeout_min=60)[0]
+    deadline = time.time() + 300
+    interrupted = None
+    while time.time() < deadline and interrupted is None:
+        time.sleep(0.3)
+        running = [t for t in _study(tmp_path).get_trials(states=(TrialState.RUNNING,)) if t.intermediate_values]
+        if running:
+            interrupted = running[0].number
+            # what SLURM sends before the time limit, to the task (submitit's _interrupt() signals
+            # the local controller process instead, which does not forward USR2)
+            os.kill(running[0].user_attrs["owner"]["pid"], signal.SIGUSR2)
+    assert interrupted is not None
+    assert job.result() == 0
+    study = _study(tmp_path)
+    first = study.trials[interrupted]
+    assert first.state == TrialState.FAIL and first.user_attrs["outcome"] == "interrupted"
+    retry = next(t for t in study.trials if t.user_attrs.get("retried_from") == interrupted)
+    assert retry.state == TrialState.COMPLETE and retry.user_attrs["run_dir"] == first.user_attrs["run_dir"]
+    assert_every_point_once(study, grid_of("groups: {A: {opt: [adam], lr: [1.0e-3, 1.0e-2]}}", tmp_path))
+    assert len(assert_results_whole(tmp_path / "runs")) == 2
+    logs = "".join(p.read_text() for p in (tmp_path / "slurm").rglob("*_log.*"))
+    assert "Requeued job" in logs and "Exiting after successful completion" in logs
+    assert "Traceback" not in logs
