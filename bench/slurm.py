@@ -35,7 +35,9 @@ class SweepWorker:
 
 def submit_workers(argv: list[str], *, workers: int, folder: str | Path, partition: str | None = None,
                    gpus_per_worker: int = 0, cpus_per_worker: int = 2, timeout_min: int = 24 * 60,
-                   cluster: str | None = None, max_requeues: int = 3):
+                   cluster: str | None = None, max_requeues: int = 3, account: str | None = None,
+                   qos: str | None = None, mem: str | None = None, constraint: str | None = None,
+                   setup: list[str] | None = None):
     """Submit ``workers`` copies of ``bench <argv>`` as one job array; returns the submitit jobs.
 
     Args:
@@ -43,7 +45,9 @@ def submit_workers(argv: list[str], *, workers: int, folder: str | Path, partiti
             ``["sweep", "--model", "scurnn", ..., "--storage", "postgresql://..."]``.
         workers: number of array tasks.
         folder: where submitit keeps job scripts and logs (must be on shared storage).
-        partition, gpus_per_worker, cpus_per_worker, timeout_min: SLURM resources.
+        partition, gpus_per_worker, cpus_per_worker, timeout_min, account, qos, mem (e.g. "32G"),
+            constraint: SLURM resources (``#SBATCH`` lines).
+        setup: shell lines run in the job before the worker (e.g. ``module load cuda``).
         cluster: ``None`` picks SLURM when ``srun`` exists, else local processes; ``"local"``
             forces local processes (how the tests run it).
     """
@@ -57,8 +61,10 @@ def submit_workers(argv: list[str], *, workers: int, folder: str | Path, partiti
                                      slurm_max_num_timeout=max_requeues)
     params = dict(timeout_min=timeout_min, cpus_per_task=cpus_per_worker, gpus_per_node=gpus_per_worker,
                   name="bench-sweep", slurm_array_parallelism=workers, slurm_signal_delay_s=120)
-    if partition:
-        params["slurm_partition"] = partition
+    for key, value in (("partition", partition), ("account", account), ("qos", qos), ("mem", mem),
+                       ("constraint", constraint), ("setup", list(setup) if setup else None)):
+        if value:
+            params[f"slurm_{key}"] = value
     executor.update_parameters(**params)
     with executor.batch():
         jobs = [executor.submit(SweepWorker(argv)) for _ in range(workers)]

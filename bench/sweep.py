@@ -1354,6 +1354,7 @@ def cmd_sweep(args) -> int:
         return cmd_best(args)
     if args.action == "retry":
         return cmd_retry(args)
+    check_launcher(args)                # before the study is touched
     sweep = build_sweep(args, open_store=not getattr(args, "dry_run", False))
     if getattr(args, "dry_run", False):
         return dry_run(sweep)
@@ -1376,7 +1377,8 @@ def cmd_sweep(args) -> int:
     return 0
 
 
-_LAUNCH_FLAGS = {"--launcher", "--partition", "--gpus-per-worker", "--timeout-min", "--workers", "--slurm-dir"}
+_LAUNCH_FLAGS = {"--launcher", "--partition", "--gpus-per-worker", "--timeout-min", "--workers", "--slurm-dir",
+                 "--account", "--qos", "--mem", "--constraint", "--setup"}
 
 
 def worker_argv(argv: list[str]) -> list[str]:
@@ -1398,13 +1400,22 @@ def _drop_flag(argv: list[str], flag: str) -> list[str]:
     return out
 
 
+def check_launcher(args) -> None:
+    if args.launcher == "slurm" and shutil.which("srun") is None:
+        raise SweepError("--launcher slurm: no SLURM on this machine (srun not found); run it on a login node, "
+                         "or use --launcher submitit-local to run the same array as local processes")
+    if args.launcher == "local" and any(getattr(args, k, None) for k in _SLURM_OPTIONS):
+        given = [f"--{k.replace('_', '-')}" for k in _SLURM_OPTIONS if getattr(args, k, None)]
+        raise SweepError(f"{', '.join(given)} only apply with --launcher slurm or submitit-local")
+
+
+_SLURM_OPTIONS = ("partition", "account", "qos", "mem", "constraint", "setup")
+
+
 def launch_array(sweep: Sweep, args) -> int:
     """Submit ``--workers`` sweep workers as one job array (submitit); the study is ready."""
     from bench.slurm import submit_workers
 
-    if args.launcher == "slurm" and shutil.which("srun") is None:
-        raise SweepError("--launcher slurm: no SLURM on this machine (srun not found); run it on a login node, "
-                         "or use --launcher submitit-local to run the same array as local processes")
     if args.launcher == "slurm" and not args.storage:
         print("bench sweep: warning: a journal file has no heartbeats and needs shared storage; "
               "prefer --storage postgresql://... on a cluster", file=sys.stderr)
@@ -1423,9 +1434,9 @@ def launch_array(sweep: Sweep, args) -> int:
         # in no job script, pickle, log or process listing
         os.environ[STORAGE_ENV] = args.storage
     folder = Path(args.slurm_dir or Path(args.runs_dir) / "slurm" / sweep.name)
-    jobs = submit_workers(argv, workers=args.workers, folder=folder, partition=args.partition,
-                          gpus_per_worker=args.gpus_per_worker, timeout_min=args.timeout_min,
-                          cluster="local" if args.launcher == "submitit-local" else "slurm")
+    jobs = submit_workers(argv, workers=args.workers, folder=folder, gpus_per_worker=args.gpus_per_worker,
+                          timeout_min=args.timeout_min, cluster="local" if args.launcher == "submitit-local" else "slurm",
+                          **{k: getattr(args, k, None) for k in _SLURM_OPTIONS})
     print(f"bench sweep: submitted {len(jobs)} worker(s) for study {sweep.name}: job "
           f"{jobs[0].job_id.split('_')[0]}; logs in {folder}; watch with `bench sweep status --study "
           f"{shlex.quote(sweep.name)}{args.storage_ref}`", flush=True)
@@ -1473,6 +1484,12 @@ def register(sub) -> None:
                    help="local: worker processes here (default); slurm: a SLURM job array through submitit "
                         "(requeued on preemption); submitit-local: the same array as local processes")
     g.add_argument("--partition", help="SLURM partition (--launcher slurm)")
+    g.add_argument("--account", help="SLURM account to charge (--launcher slurm)")
+    g.add_argument("--qos", help="SLURM quality of service (--launcher slurm)")
+    g.add_argument("--mem", help="SLURM memory per worker, e.g. 32G (--launcher slurm)")
+    g.add_argument("--constraint", help="SLURM node features, e.g. a100 (--launcher slurm)")
+    g.add_argument("--setup", action="append", metavar="LINE",
+                   help="shell line run in each job before the worker, e.g. 'module load cuda' (repeatable)")
     g.add_argument("--gpus-per-worker", type=_nonneg, default=0, help="GPUs per array task (default 0)")
     g.add_argument("--timeout-min", type=_pos, default=24 * 60, help="time limit per array task (default 1440)")
     g.add_argument("--slurm-dir", help="submitit job folder, on shared storage (default RUNS_DIR/slurm/STUDY)")

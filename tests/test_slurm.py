@@ -49,3 +49,50 @@ def test_submitit_array_completes_the_grid(tmp_path, monkeypatch):
     assert len(done) == 2 and len(set(done)) == 2
     assert len(list((tmp_path / "runs" / "slurm" / "arr").rglob("*_submission.sh"))) + \
         len(list((tmp_path / "runs" / "slurm" / "arr").rglob("*.pkl"))) > 0
+
+
+def test_slurm_without_srun_touches_no_study(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(S.shutil, "which", lambda name: None)
+    (tmp_path / "s.yaml").write_text(SPACE)
+    assert main(["sweep", *TINY, "--space", str(tmp_path / "s.yaml"), "--runs-dir", str(tmp_path),
+                 "--launcher", "slurm", "--study", "nostudy"]) == 2
+    assert not (tmp_path / "sweeps").exists()          # the journal (the study) was never created
+
+
+def test_slurm_resources_reach_the_executor(tmp_path, monkeypatch):
+    """--account/--qos/--mem/--constraint/--setup become submitit's slurm_* parameters."""
+    import submitit
+
+    from bench.slurm import submit_workers
+
+    seen = {}
+
+    class Recorder:
+        def __init__(self, folder, cluster=None, slurm_max_num_timeout=3):
+            seen["cluster"] = cluster
+
+        def update_parameters(self, **params):
+            seen.update(params)
+
+        def batch(self):
+            import contextlib
+            return contextlib.nullcontext()
+
+        def submit(self, fn):
+            return fn
+
+    monkeypatch.setattr(submitit, "AutoExecutor", Recorder)
+    jobs = submit_workers(["sweep"], workers=2, folder=tmp_path, partition="gpu", account="lab", qos="high",
+                          mem="32G", constraint="a100", setup=["module load cuda"], cluster="slurm")
+    assert len(jobs) == 2
+    assert {k: seen[k] for k in ("slurm_partition", "slurm_account", "slurm_qos", "slurm_mem", "slurm_constraint",
+                                 "slurm_setup")} == {"slurm_partition": "gpu", "slurm_account": "lab",
+                                                     "slurm_qos": "high", "slurm_mem": "32G",
+                                                     "slurm_constraint": "a100", "slurm_setup": ["module load cuda"]}
+    assert S.worker_argv(["sweep", "--account", "lab", "--setup", "a", "--setup", "b", "--mem=32G", "--model", "x"]) \
+        == ["sweep", "--model", "x", "--workers", "1"]
+
+
+def test_slurm_options_without_a_launcher_are_refused(tmp_path, capsys):
+    assert main(["sweep", *TINY, "--runs-dir", str(tmp_path), "--account", "lab"]) == 2
+    assert "--account only apply with --launcher slurm" in capsys.readouterr().err
