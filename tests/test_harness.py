@@ -281,3 +281,35 @@ def test_bench_list(capsys):
     assert bench_main(["list"]) == 0
     out = capsys.readouterr().out
     assert "scurnn" in out and "copying" in out and "adding" in out
+
+
+def test_wandb_that_cannot_start_online_falls_back_to_offline(tmp_path, monkeypatch, capsys):
+    """A key but no reachable server (a closed local port): a bounded wait, one line on stderr,
+    the run completes and logs offline."""
+    monkeypatch.setenv("WANDB_API_KEY", "b" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("BENCH_WANDB_TIMEOUT", "3")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    from bench.tracking import wandb_mode
+
+    assert wandb_mode("auto") == "online"
+    result = run(tiny(tmp_path, max_steps=4, val_every=4, wandb="auto"))
+    err = capsys.readouterr().err
+    assert result["status"] == "completed" and result["wandb"]["mode"] == "offline"
+    assert err.count("bench: warning: W&B could not start online") == 1 and "Traceback" not in err
+    assert list(Path(result["run_dir"]).rglob("*.wandb"))
+    import wandb
+
+    wandb.teardown()        # wandb keeps this test's settings in a process-wide singleton: reset it
+
+
+def test_wandb_mode_auto_without_credentials_is_offline(tmp_path):
+    """Asked in a fresh process (wandb keeps its settings in a process-wide singleton)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(HOME=str(tmp_path), WANDB_CONFIG_DIR=str(tmp_path / "cfg"))
+    ask = [sys.executable, "-c", "from bench.tracking import wandb_mode; print(wandb_mode('auto'))"]
+    assert subprocess.run(ask, env=env, capture_output=True, text=True).stdout.strip() == "offline"
+    (tmp_path / ".netrc").write_text("machine api.wandb.ai login user password " + "c" * 40 + "\n")
+    (tmp_path / ".netrc").chmod(0o600)
+    assert subprocess.run(ask, env=env, capture_output=True, text=True).stdout.strip() == "online"

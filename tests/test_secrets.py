@@ -100,8 +100,9 @@ def pg_study(pg_url):  # noqa: F811
 @pytest.mark.postgres
 def test_sweep_with_a_password_in_the_url_leaks_it_nowhere(tmp_path, pg_url, pg_study):  # noqa: F811
     space = space_file(tmp_path, SPACE)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path / "wandb"),
-           "WANDB_SILENT": "true", "WANDB_API_KEY": WANDB_KEY}
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}     # not this process's wandb service
+    env.update({"OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path / "wandb"),
+                "WANDB_SILENT": "true", "WANDB_API_KEY": WANDB_KEY})
     (tmp_path / "wandb").mkdir()
     url = _with_password(pg_url)
     tiny = [a for a in TINY if a not in ("--wandb", "disabled")]
