@@ -409,7 +409,11 @@ def open_storage(spec: StorageSpec, heartbeat: int | None = None, *, create: boo
             raise StorageError(f"cannot open journal storage {path}: {exc.strerror or exc}") from None
     kwargs = {}
     if spec.url.startswith("postgresql"):
-        kwargs["engine_kwargs"] = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
+        # one persistent connection per worker (the default pool keeps up to 5, and the heartbeat
+        # thread opened a second); a second one only for the moment the study lock is held. For
+        # hundreds of workers put pgbouncer (transaction pooling) in front of the server.
+        kwargs["engine_kwargs"] = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True,
+                                   "pool_size": 1, "max_overflow": 1, "pool_timeout": 60}
     if heartbeat:
         kwargs.update(heartbeat_interval=heartbeat, grace_period=2 * heartbeat,
                       heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -91,3 +92,42 @@ def test_sigkilled_worker_trial_fails_by_heartbeat_and_is_rerun_postgres(tmp_pat
     assert optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == \
         retry.user_attrs["retried_from"]
     assert retry.state == TrialState.COMPLETE
+
+
+@pytest.mark.slow
+def test_sixteen_workers_hold_about_one_connection_each(tmp_path, pg_url, pg_study):
+    """16 local worker processes on one study: the number of connections to the database,
+    sampled throughout, stays within one per worker plus the moments a worker holds the study lock."""
+    import threading
+
+    import sqlalchemy
+
+    space = space_file(tmp_path, "groups: {A: {opt: [rmsprop, adam], lr: [1.0e-2, 1.0e-3, 1.0e-4, 3.0e-4]}, "
+                                 "other: {opt: [adam], lr: [1.0e-3, 1.0e-2]}}")
+    engine = sqlalchemy.create_engine(S.parse_storage(pg_url, "runs", "x").url)
+    peak, stop = [0], threading.Event()
+
+    def sample():
+        # autocommit: inside one transaction pg_stat_activity is a snapshot taken at its first read
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            while not stop.is_set():
+                n = conn.execute(sqlalchemy.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND pid <> pg_backend_pid() AND application_name <> 'psql'")).scalar()
+                peak[0] = max(peak[0], n)
+                time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    done = subprocess.run([sys.executable, "-m", "bench.cli", "sweep", *TINY, *FAST, "--runs-dir", "runs",
+                           "--space", space, "--study", pg_study, "--storage", pg_url, "--no-prune",
+                           "--workers", "16"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    stop.set()
+    sampler.join(timeout=5)
+    engine.dispose()
+    assert done.returncode == 0, done.stdout + done.stderr
+    study = load(pg_study, tmp_path / "runs", pg_url)
+    assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 16
+    print(f"peak connections with 16 workers: {peak[0]}")
+    assert peak[0] <= 24, f"{peak[0]} connections for 16 workers"
