@@ -1404,6 +1404,21 @@ def _drop_flag(argv: list[str], flag: str) -> list[str]:
     return out
 
 
+@contextlib.contextmanager
+def _environment(values: dict):
+    """``values`` in os.environ for the duration (what child processes started inside inherit)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def check_launcher(args) -> None:
     if args.launcher == "slurm" and shutil.which("srun") is None:
         raise SweepError("--launcher slurm: no SLURM on this machine (srun not found); run it on a login node, "
@@ -1432,15 +1447,16 @@ def launch_array(sweep: Sweep, args) -> int:
         args.storage_ref = f" --storage {shlex.quote(args.storage)}"
     elif args.storage_file:
         argv += ["--storage-file", str(Path(args.storage_file).expanduser().resolve())]
-    else:
-        # a database URL may hold a password: the job inherits it through the environment
-        # (sbatch exports the submitter's environment; submitit's local executor too), so it is
-        # in no job script, pickle, log or process listing
-        os.environ[STORAGE_ENV] = args.storage
+    # a database URL may hold a password: the jobs inherit it through the environment at submission
+    # (sbatch exports the submitter's environment; submitit's local executor too), so it is in no
+    # job script, pickle, log or process listing
+    inherited = {} if sweep.storage_spec.kind == "journal" or args.storage_file else {STORAGE_ENV: args.storage}
     folder = Path(args.slurm_dir or Path(args.runs_dir) / "slurm" / sweep.name)
-    jobs = submit_workers(argv, workers=args.workers, folder=folder, gpus_per_worker=args.gpus_per_worker,
-                          timeout_min=args.timeout_min, cluster="local" if args.launcher == "submitit-local" else "slurm",
-                          **{k: getattr(args, k, None) for k in _SLURM_OPTIONS})
+    with _environment(inherited):
+        jobs = submit_workers(argv, workers=args.workers, folder=folder, gpus_per_worker=args.gpus_per_worker,
+                              timeout_min=args.timeout_min,
+                              cluster="local" if args.launcher == "submitit-local" else "slurm",
+                              **{k: getattr(args, k, None) for k in _SLURM_OPTIONS})
     print(f"bench sweep: submitted {len(jobs)} worker(s) for study {sweep.name}: job "
           f"{jobs[0].job_id.split('_')[0]}; logs in {folder}; watch with `bench sweep status --study "
           f"{shlex.quote(sweep.name)}{args.storage_ref}`", flush=True)

@@ -1,12 +1,19 @@
 """Data loading that resumes mid-epoch to the exact batch.
 
 A run preempted at step k and resumed must see the same batches as an uninterrupted run
-(issue 8). Lightning restores a datamodule's ``state_dict`` before it builds the loaders, so
-the datamodule records how far into the epoch training was, and the sampler skips that many
-batches on its next pass. Shuffling is reseeded from (seed, epoch), through the ``set_epoch``
-hook Lightning calls at every epoch start.
+(issues 8 and 12). The training loader is *stateful* in Lightning's sense: it implements
+``state_dict``/``load_state_dict``, so Lightning 2.x stores its state in every checkpoint (under
+``loops.fit_loop.state_dict.combined_loader``), hands it back when it rebuilds the loader on
+resume (before the first ``iter()``), and does not warn that the loader is "not resumable".
+
+The state is (epoch, batches the training loop has taken of it). The count comes from the
+fit loop's own progress rather than from the loader's iterator, because Lightning prefetches a
+batch ahead: the iterator is always one batch further than the training steps. Shuffling is
+reseeded from (seed, epoch), through the ``set_epoch`` hook Lightning calls at every epoch start.
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import lightning.pytorch as pl
 import torch
@@ -28,6 +35,8 @@ class ResumableSampler(Sampler[int]):
         return self.n
 
     def __iter__(self):
+        # eager on purpose: the order is fixed when the iterator is made (Lightning makes it, and
+        # prefetches from it, before it calls set_epoch on a resumed run)
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
             order = torch.randperm(self.n, generator=g).tolist()
@@ -35,6 +44,30 @@ class ResumableSampler(Sampler[int]):
             order = range(self.n)
         skip, self.skip_items = self.skip_items, 0
         return iter(order[skip:])
+
+
+class ResumableDataLoader(DataLoader):
+    """A training ``DataLoader`` over a :class:`ResumableSampler` that Lightning checkpoints.
+
+    ``position()`` gives (epoch, batches of it the training loop has consumed) -- consumed, not
+    fetched: see the module docstring. Without it the state is the start of the sampler's epoch.
+    """
+
+    def __init__(self, dataset, *args, position: Callable[[], tuple[int, int]] | None = None, **kwargs):
+        super().__init__(dataset, *args, **kwargs)
+        if not isinstance(self.sampler, ResumableSampler):
+            raise TypeError("ResumableDataLoader needs a ResumableSampler as its sampler")
+        self.position = position
+
+    def state_dict(self) -> dict:
+        epoch, taken = self.position() if self.position is not None else (self.sampler.epoch, 0)
+        if taken >= len(self):          # that epoch is over: resume at the start of the next one
+            epoch, taken = epoch + 1, 0
+        return {"epoch": int(epoch), "batches": int(taken)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.set_epoch(int(state["epoch"]))
+        self.sampler.skip_items = int(state["batches"]) * (self.batch_size or 1)
 
 
 class ResumableDataModule(pl.LightningDataModule):
@@ -46,25 +79,29 @@ class ResumableDataModule(pl.LightningDataModule):
 
     def __init__(self):
         super().__init__()
-        self._resume = {"epoch": 0, "batches": 0}
-        self._train_sampler: ResumableSampler | None = None
+        self._legacy_resume: dict | None = None
 
-    def train_loader(self, dataset, *, batch_size: int | None, shuffle: bool, seed: int, **kwargs) -> DataLoader:
+    def train_loader(self, dataset, *, batch_size: int | None, shuffle: bool, seed: int,
+                     **kwargs) -> ResumableDataLoader:
         sampler = ResumableSampler(len(dataset), shuffle=shuffle, seed=seed)
-        sampler.set_epoch(self._resume["epoch"])
-        sampler.skip_items = self._resume["batches"] * (batch_size or 1)
-        self._resume = {"epoch": 0, "batches": 0}
-        self._train_sampler = sampler
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=batch_size is not None,
-                          **kwargs)
+        loader = ResumableDataLoader(dataset, batch_size=batch_size, sampler=sampler,
+                                     drop_last=batch_size is not None, position=self._position, **kwargs)
+        if self._legacy_resume is not None:
+            loader.load_state_dict(self._legacy_resume)
+            self._legacy_resume = None
+        return loader
 
-    def state_dict(self):
+    def _position(self) -> tuple[int, int]:
         trainer = self.trainer
         if trainer is None:
-            return {}
-        done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
-        return {"epoch": trainer.current_epoch, "batches": int(done)}
+            return 0, 0
+        # `ready` counts the batches the epoch loop took from the fetcher, whichever hook the
+        # checkpoint is saved from (on_train_batch_end, on_validation_end, after the step)
+        return trainer.current_epoch, int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
 
     def load_state_dict(self, state):
-        if state:
-            self._resume = {"epoch": int(state["epoch"]), "batches": int(state["batches"])}
+        # checkpoints written before the loader kept its own state stored it here; Lightning
+        # restores the datamodule before it builds the loader, and a loader state (newer
+        # checkpoints) is loaded after this and wins
+        if state and "batches" in state:
+            self._legacy_resume = {"epoch": int(state["epoch"]), "batches": int(state["batches"])}

@@ -162,15 +162,15 @@ def test_checkpoint_paths_are_relative_and_last_is_always_recorded(tmp_path, mon
 
 
 def test_result_records_paper_row_or_fallback(tmp_path, capsys):
-    with_row = run(tiny(tmp_path, n_hidden=None, seq_len=1000, max_steps=2, val_every=2, batch_size=2))
-    assert with_row["paper_row"]["n_hidden"] == 130 and with_row["paper_row"]["source"].startswith("§5.2 (T=1000)")
+    with_row = run(tiny(tmp_path, n_hidden=None, max_steps=2, val_every=2, batch_size=2))    # copying, T=20
+    assert with_row["paper_row"]["n_hidden"] == 130 and with_row["paper_row"]["source"].startswith("§5.2 (T=2000)")
+    assert with_row["paper_row"]["used_its_hidden_size"] is True
     assert with_row["fallback"] is None
     capsys.readouterr()
-    cfg = tiny(tmp_path, model="gru", task="adding", seq_len=100, n_hidden=None, scale="paper", max_steps=2,
-               val_every=2, batch_size=2)
+    cfg = tiny(tmp_path, model="gru", n_hidden=None, max_steps=2, val_every=2, batch_size=2, quiet=False)
     without = run(cfg)
     assert without["paper_row"] is None
-    assert without["fallback"].startswith("no paper row for gru on adding at T=100: n=")
+    assert without["fallback"].startswith("no paper row for gru on copying at T=20: n=")
     assert "matched to scuRNN's paper budget" in without["fallback"]
     assert f"bench: note: {without['fallback']}" in capsys.readouterr().err
 
