@@ -186,6 +186,11 @@ def resume_checkpoint(run_dir: Path) -> Path | None:
     return None
 
 
+def _is_submitit_handler(handler) -> bool:
+    owner = getattr(handler, "__self__", None)
+    return owner is not None and type(owner).__module__.startswith("submitit")
+
+
 def _preemption_callback(run_dir: Path):
     import signal
     import threading
@@ -221,10 +226,14 @@ def _preemption_callback(run_dir: Path):
         def __init__(self):
             self.saved_step = None
             self.requested = False
+            self.submitit_handler = None
             self._originals: dict = {}
 
         def _signals(self):
-            return [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None)) if s is not None]
+            own = [getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None)]
+            if _is_submitit_handler(signal.getsignal(signal.SIGUSR2)):
+                own.append(signal.SIGUSR2)         # submitit's time-out/preemption signal
+            return [s for s in own if s is not None]
 
         def on_fit_start(self, trainer, module):
             # Lightning installs its SIGTERM handler after this hook; remember what was there before
@@ -244,6 +253,10 @@ def _preemption_callback(run_dir: Path):
             previous = self._originals.get(signum)
             if signum == signal.SIGTERM and callable(previous):
                 previous(signum, frame)             # as Lightning does: chain an earlier SIGTERM handler
+            elif signum == getattr(signal, "SIGUSR2", None) and callable(previous):
+                # submitit requeues the job and exits in its handler: first save where the run can
+                # continue exactly, then hand over (run() calls it once preempt.ckpt is written)
+                self.submitit_handler = lambda: previous(signum, None)
 
         def _stop(self, trainer):
             trainer._signal_connector.received_sigterm = True
@@ -349,11 +362,11 @@ def run(cfg: RunConfig, *, callbacks: list | None = None, resume_dir: str | Path
     task = build_task(cfg.task, seq_len=cfg.seq_len, data_dir=cfg.data_dir, data_seed=cfg.data_seed)
     task.track_test = bool(cfg.track_test)
     datamodule = task.datamodule(cfg.batch_size)  # data errors surface before the run dir exists
-    ckpt_path, earlier_wall = None, 0.0
+    ckpt_path, earlier = None, []
     if resume_dir is not None:
         run_dir = Path(resume_dir)
         ckpt_path = resume_checkpoint(run_dir)
-        earlier_wall = _earlier_wall_time(run_dir)
+        earlier = _earlier_parts(run_dir)
     else:
         run_dir = make_run_dir(cfg)
         atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2, default=str) + "\n")
@@ -419,12 +432,17 @@ def run(cfg: RunConfig, *, callbacks: list | None = None, resume_dir: str | Path
         status, error, pruned = "pruned", str(exc) or "pruned by the sweep's pruner", exc
     finally:
         finish_wandb()
-    wall = earlier_wall + time.time() - started      # summed over every part that stopped cleanly
+    part_wall = time.time() - started
+    wall = sum(p["wall_time_s"] for p in earlier) + part_wall     # every part that stopped cleanly
     if status in ("preempted", "interrupted"):
-        state = {"status": status, "step": preemption.saved_step or int(trainer.global_step),
+        step = preemption.saved_step or int(trainer.global_step)
+        state = {"status": status, "step": step,
                  "checkpoint": _rel(str(resume_checkpoint(run_dir) or ""), run_dir),
-                 "wall_time_s": round(wall, 3), "resume": f"bench run --resume {run_dir}"}
+                 "wall_time_s": round(wall, 3), "resume": f"bench run --resume {run_dir}",
+                 "parts": earlier + [{"ended": status, "step": step, "wall_time_s": round(part_wall, 3)}]}
         atomic_write_text(run_dir / "preempted.json", json.dumps(state, indent=2) + "\n")
+        if preemption.submitit_handler is not None:
+            preemption.submitit_handler()       # requeues the job and raises SystemExit
         return {**state, "run_dir": str(run_dir), "config": cfg.to_dict()}
 
     curves, curves_path = read_curves(run_dir)
@@ -450,6 +468,7 @@ def run(cfg: RunConfig, *, callbacks: list | None = None, resume_dir: str | Path
         "global_step": int(trainer.global_step),
         "wall_time_s": round(wall, 3),
         "seconds_per_step": round(wall / max(1, trainer.global_step), 5),
+        "parts": earlier + [{"ended": status, "step": int(trainer.global_step), "wall_time_s": round(part_wall, 3)}],
         "curves": str(curves_path.relative_to(run_dir)) if curves_path else None,
         "checkpoints": {"best": _rel(checkpoint.best_model_path, run_dir),
                         "last": _rel(str(run_dir / "checkpoints" / "last.ckpt"), run_dir)},
@@ -480,13 +499,19 @@ def _rel(path: str | None, run_dir: Path) -> str | None:
         return str(Path(path).resolve())
 
 
-def _earlier_wall_time(run_dir: Path) -> float:
-    """Training time of the parts before this one, as the last preemption recorded it (a part
-    killed without a signal leaves no record, and its time is not counted)."""
+def _earlier_parts(run_dir: Path) -> list[dict]:
+    """The parts before this one, as the last preemption recorded them: how each ended, at which
+    step, in how many seconds (a part killed without a signal leaves no record; its time is not
+    counted)."""
     try:
-        return float(json.loads((Path(run_dir) / "preempted.json").read_text()).get("wall_time_s") or 0.0)
+        state = json.loads((Path(run_dir) / "preempted.json").read_text())
+        parts = state.get("parts")
+        if parts is None:        # written before parts were recorded
+            parts = [{"ended": state.get("status"), "step": state.get("step"),
+                      "wall_time_s": float(state.get("wall_time_s") or 0.0)}]
+        return [{**p, "wall_time_s": float(p.get("wall_time_s") or 0.0)} for p in parts]
     except (OSError, ValueError, TypeError, AttributeError):
-        return 0.0
+        return []
 
 
 def _paper_row(cfg: RunConfig) -> dict | None:

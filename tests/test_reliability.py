@@ -54,11 +54,14 @@ def test_preempt_then_resume_gives_identical_losses(tmp_path, signum, recwarn):
 
     # wall time sums the parts: pretend the first part took 1000 s
     state = json.loads((run_dir / "preempted.json").read_text())
-    assert 0 < state["wall_time_s"] < 1000
-    atomic_write_text(run_dir / "preempted.json", json.dumps({**state, "wall_time_s": 1000.0}))
+    assert 0 < state["wall_time_s"] < 1000 and state["parts"][0]["ended"] == "preempted"
+    state["parts"][0]["wall_time_s"] = 1000.0
+    atomic_write_text(run_dir / "preempted.json", json.dumps(state))
     t0 = time.time()
     resumed = run(load_resume_config(run_dir), resume_dir=run_dir)
     assert 1000 < resumed["wall_time_s"] <= 1000 + (time.time() - t0)
+    assert [p["ended"] for p in resumed["parts"]] == ["preempted", "completed"]
+    assert resumed["parts"][0]["step"] == first["step"] and resumed["parts"][1]["step"] == 60
     assert resumed["seconds_per_step"] == pytest.approx(resumed["wall_time_s"] / 60, rel=1e-3)
     assert resumed["status"] == "completed" and resumed["global_step"] == 60
     assert losses(resumed) == losses(reference)

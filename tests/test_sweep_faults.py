@@ -258,6 +258,18 @@ def test_a_timed_out_array_task_is_requeued_and_continues_its_trial(tmp_path, mo
     assert retry.state == TrialState.COMPLETE and retry.user_attrs["run_dir"] == first.user_attrs["run_dir"]
     assert_every_point_once(study, grid_of("groups: {A: {opt: [adam], lr: [1.0e-3, 1.0e-2]}}", tmp_path))
     assert len(assert_results_whole(tmp_path / "runs")) == 2
+    # the signal saved a preemption checkpoint where training stood, and the requeued job continued
+    # from it: the same losses and test numbers as the same trial run without interruption
+    from bench.config import RunConfig
+    from bench.run import run
+
+    resumed = json.loads((Path(first.user_attrs["run_dir"]) / "result.json").read_text())
+    cfg = RunConfig.from_dict({**resumed["config"], "runs_dir": str(tmp_path / "reference"), "tags": {}})
+    reference = run(cfg)
+    assert resumed["metrics"]["test_loss"] == reference["metrics"]["test_loss"]
+    assert resumed["metrics"]["best_val_step"] == reference["metrics"]["best_val_step"]
+    # the signal saved where training stood (not only the last validation's checkpoint)
+    assert [p["ended"] for p in resumed["parts"]] == ["preempted", "completed"]
     logs = "".join(p.read_text() for p in (tmp_path / "slurm").rglob("*_log.*"))
     assert "Requeued job" in logs and "Exiting after successful completion" in logs
     assert "Traceback" not in logs
