@@ -21,11 +21,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import functools
 import hashlib
 import itertools
 import json
 import math
 import os
+import random
 import re
 import shlex
 import shutil
@@ -409,9 +411,11 @@ def open_storage(spec: StorageSpec, heartbeat: int | None = None, *, create: boo
             raise StorageError(f"cannot open journal storage {path}: {exc.strerror or exc}") from None
     kwargs = {}
     if spec.url.startswith("postgresql"):
-        # one persistent connection per worker (the default pool keeps up to 5, and the heartbeat
-        # thread opened a second); a second one only for the moment the study lock is held. For
-        # hundreds of workers put pgbouncer (transaction pooling) in front of the server.
+        # one persistent connection per worker (the default pool keeps up to 5); Optuna nests a
+        # second session now and then, and the heartbeat thread may overlap the main one, so one
+        # overflow connection may open for a moment. The study lock adds one only while a worker
+        # holds it (study_lock). For hundreds of workers put pgbouncer (transaction pooling) in
+        # front of the server.
         kwargs["engine_kwargs"] = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True,
                                    "pool_size": 1, "max_overflow": 1, "pool_timeout": 60}
     if heartbeat:
@@ -435,6 +439,15 @@ def open_storage(spec: StorageSpec, heartbeat: int | None = None, *, create: boo
                 from None
 
 
+@functools.lru_cache(maxsize=None)
+def _lock_engine(url: str):
+    """Connections for the study lock only, opened for a try and closed after it (no pool)."""
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    return sqlalchemy.create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 10})
+
+
 @contextlib.contextmanager
 def study_lock(spec: StorageSpec, storage, name: str):
     """Serialise grid enqueueing, reaping and confirm-seed claims across processes and nodes."""
@@ -442,13 +455,20 @@ def study_lock(spec: StorageSpec, storage, name: str):
         from sqlalchemy import text
 
         key = int.from_bytes(hashlib.sha256(f"bench-sweep:{name}".encode()).digest()[:8], "big", signed=True)
-        with storage.engine.connect() as conn:
-            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
-            try:
-                yield
-            finally:
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                conn.commit()
+        # A waiter polls with a connection it closes between tries instead of blocking on one:
+        # otherwise every worker starting together holds a second connection while it waits.
+        engine = _lock_engine(spec.url)
+        while True:
+            with engine.connect() as conn:
+                if conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
+                    try:
+                        yield
+                    finally:
+                        conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                        conn.commit()
+                    return
+                conn.rollback()
+            time.sleep(0.05 + 0.2 * random.random())
         return
     path = spec.lock_path
     if path is None:
