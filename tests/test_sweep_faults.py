@@ -273,3 +273,46 @@ def test_a_timed_out_array_task_is_requeued_and_continues_its_trial(tmp_path, mo
     logs = "".join(p.read_text() for p in (tmp_path / "slurm").rglob("*_log.*"))
     assert "Requeued job" in logs and "Exiting after successful completion" in logs
     assert "Traceback" not in logs
+
+
+@pytest.mark.postgres
+def test_dropped_database_connections_lose_nothing(tmp_path, pg_url):  # noqa: F811
+    """The server drops every connection of the sweep twice while a trial trains
+    (pg_terminate_backend, as a restarted server or a failed-over proxy would): the worker
+    reconnects (pool pre-ping) and every point completes once, with no traceback."""
+    import uuid
+
+    import sqlalchemy
+
+    study_name = f"bench-drop-{uuid.uuid4().hex[:10]}"
+    args = [sys.executable, "-m", "bench.cli", "sweep", *TINY, "--max-steps", "200", "--val-every", "20",
+            "--runs-dir", "runs", "--space", space_file(tmp_path, SPACE), "--study", study_name,
+            "--storage", pg_url, "--heartbeat", "2", "--no-prune"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    worker = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    engine = sqlalchemy.create_engine(S.parse_storage(pg_url, "runs", "x").url)
+    dropped, deadline = [], time.time() + 240
+    try:
+        while worker.poll() is None and time.time() < deadline and len(dropped) < 2:
+            time.sleep(0.3)
+            try:
+                running = load(study_name, tmp_path / "runs", pg_url).get_trials(states=(TrialState.RUNNING,))
+            except Exception:
+                continue
+            if any(t.intermediate_values for t in running):
+                with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                    dropped.append(conn.execute(sqlalchemy.text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()")).scalar())
+                time.sleep(2)
+        out = worker.communicate(timeout=300)[0]
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        engine.dispose()
+    assert len(dropped) == 2 and all(n >= 1 for n in dropped), dropped
+    assert worker.returncode == 0 and "Traceback" not in out, out
+    study = load(study_name, tmp_path / "runs", pg_url)
+    assert_every_point_once(study, grid_of(SPACE, tmp_path))
+    assert len(assert_results_whole(tmp_path / "runs")) == 3
+    optuna.delete_study(study_name=study_name, storage=S.open_storage(S.parse_storage(pg_url, "runs", study_name)))
