@@ -954,29 +954,35 @@ def _budget_left(sweep: Sweep, study) -> int:
     return sweep.n_trials - counted
 
 
-def reap_dead_local(sweep: Sweep, study) -> int:
-    """Journal storage has no heartbeats: FAIL and re-queue RUNNING trials whose process is gone."""
+def _reap(sweep: Sweep, study, lost, why) -> int:
+    """FAIL and re-queue (same parameters) every RUNNING trial for which ``lost(trial)`` holds,
+    re-checked under the study lock (another worker may have reaped it first). A trial whose
+    worker is known dead keeps its run folder for the retry to continue in."""
     from optuna.trial import TrialState
 
-    def dead():
-        return [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                if owner_dead(t.user_attrs.get("owner"))]
+    def found():
+        return [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if lost(t)]
 
-    if not dead():
+    if not found():
         return 0
     reaped = 0
     with sweep.lock():
-        for t in dead():      # re-read under the lock: another worker may have reaped it
+        for t in found():
             study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
             params = t.system_attrs.get("fixed_params") or t.params
             attrs = {"retried_from": t.user_attrs.get("retried_from", t.number)}
-            if t.user_attrs.get("run_dir"):
+            if t.user_attrs.get("run_dir") and owner_dead(t.user_attrs.get("owner")):
                 attrs["resume_dir"] = t.user_attrs["run_dir"]     # its worker is dead: safe to continue there
             study.enqueue_trial(params, user_attrs=attrs)
-            print(f"[{sweep.label}] trial {t.number}: its worker {t.user_attrs['owner']['pid']} is gone; "
-                  f"FAILED and re-queued", flush=True)
+            print(f"[{sweep.label}] trial {t.number}: {why(t)}; FAILED and re-queued", flush=True)
             reaped += 1
     return reaped
+
+
+def reap_dead_local(sweep: Sweep, study) -> int:
+    """Journal storage has no heartbeats: FAIL and re-queue RUNNING trials whose process is gone."""
+    return _reap(sweep, study, lambda t: owner_dead(t.user_attrs.get("owner")),
+                 lambda t: f"its worker {t.user_attrs['owner']['pid']} is gone")
 
 
 def reap_unclaimed(sweep: Sweep, study) -> int:
@@ -985,27 +991,11 @@ def reap_unclaimed(sweep: Sweep, study) -> int:
     A live worker records its owner within milliseconds; the grace is twice the heartbeat."""
     import datetime
 
-    from optuna.trial import TrialState
-
     grace = datetime.timedelta(seconds=2 * sweep.heartbeat)
     now = datetime.datetime.now()
-
-    def orphans():
-        return [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                if not t.user_attrs.get("owner") and t.datetime_start and now - t.datetime_start > grace]
-
-    if not orphans():
-        return 0
-    reaped = 0
-    with sweep.lock():
-        for t in orphans():
-            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
-            params = t.system_attrs.get("fixed_params") or t.params
-            study.enqueue_trial(params, user_attrs={"retried_from": t.user_attrs.get("retried_from", t.number)})
-            print(f"[{sweep.label}] trial {t.number}: taken but never claimed by a worker; FAILED and re-queued",
-                  flush=True)
-            reaped += 1
-    return reaped
+    return _reap(sweep, study,
+                 lambda t: not t.user_attrs.get("owner") and t.datetime_start and now - t.datetime_start > grace,
+                 lambda t: "taken but never claimed by a worker")
 
 
 def _may_come_back(sweep: Sweep, study) -> bool:
