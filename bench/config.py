@@ -188,10 +188,7 @@ def _resolve_opts(cfg: RunConfig, model_cls, row) -> tuple[dict, dict]:
             raise UnknownNameError(
                 f"unknown parameter group {group!r} for model {cfg.model}; its groups are: {', '.join(model_cls.groups)}"
             )
-        name, lr, options = split_spec(spec)
-        if not lr > 0:
-            raise ConfigError(f"learning rate for group {group!r} must be positive, got {lr!r}")
-        specs[group] = make_spec(name, lr, options)
+        specs[group] = make_spec(*split_spec(spec))     # split_spec refuses a non-positive rate
     for group in model_cls.groups:
         specs.setdefault(group, list(model_cls.default_opts.get(group, ("adam", 1e-3))))
     resolved, described = {}, {}

@@ -434,12 +434,13 @@ def run(cfg: RunConfig, *, callbacks: list | None = None, resume_dir: str | Path
         finish_wandb()
     part_wall = time.time() - started
     wall = sum(p["wall_time_s"] for p in earlier) + part_wall     # every part that stopped cleanly
+    step = preemption.saved_step or int(trainer.global_step)
+    parts = earlier + [{"ended": status, "step": step, "wall_time_s": round(part_wall, 3)}]
     if status in ("preempted", "interrupted"):
-        step = preemption.saved_step or int(trainer.global_step)
         state = {"status": status, "step": step,
                  "checkpoint": _rel(str(resume_checkpoint(run_dir) or ""), run_dir),
                  "wall_time_s": round(wall, 3), "resume": f"bench run --resume {run_dir}",
-                 "parts": earlier + [{"ended": status, "step": step, "wall_time_s": round(part_wall, 3)}]}
+                 "parts": parts}
         atomic_write_text(run_dir / "preempted.json", json.dumps(state, indent=2) + "\n")
         if preemption.submitit_handler is not None:
             preemption.submitit_handler()       # requeues the job and raises SystemExit
@@ -468,7 +469,7 @@ def run(cfg: RunConfig, *, callbacks: list | None = None, resume_dir: str | Path
         "global_step": int(trainer.global_step),
         "wall_time_s": round(wall, 3),
         "seconds_per_step": round(wall / max(1, trainer.global_step), 5),
-        "parts": earlier + [{"ended": status, "step": int(trainer.global_step), "wall_time_s": round(part_wall, 3)}],
+        "parts": parts,
         "curves": str(curves_path.relative_to(run_dir)) if curves_path else None,
         "checkpoints": {"best": _rel(checkpoint.best_model_path, run_dir),
                         "last": _rel(str(run_dir / "checkpoints" / "last.ckpt"), run_dir)},
