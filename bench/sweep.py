@@ -426,7 +426,7 @@ def open_storage(spec: StorageSpec, heartbeat: int | None = None, *, create: boo
 
     for attempt in range(3):
         try:
-            return optuna.storages.RDBStorage(spec.url, **kwargs)
+            return reconnecting_storage_class()(spec.url, **kwargs)
         except (IntegrityError, ProgrammingError):
             if attempt == 2:     # workers starting together may race to create the tables
                 raise
@@ -437,6 +437,54 @@ def open_storage(spec: StorageSpec, heartbeat: int | None = None, *, create: boo
             lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
             raise StorageError(f"cannot open storage {spec.display}: {lines[0] if lines else type(exc).__name__}") \
                 from None
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """A dropped or refused database connection (server restart, fail-over, a proxy's idle cut),
+    as opposed to an error in the statement itself."""
+    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    return isinstance(cause, (OperationalError, InterfaceError)) or \
+        (isinstance(cause, DBAPIError) and cause.connection_invalidated)
+
+
+# A lost connection is retried for about this long (a restarting server or a fail-over).
+RECONNECT_DELAYS = (0.5, 1, 2, 4, 8, 15, 30)
+
+
+def _reconnecting(method):
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        import optuna
+        from sqlalchemy.exc import SQLAlchemyError
+
+        for delay in (*RECONNECT_DELAYS, None):
+            try:
+                return method(self, *args, **kwargs)
+            except (optuna.exceptions.StorageInternalError, SQLAlchemyError) as exc:
+                if delay is None or not _connection_lost(exc):
+                    raise
+                print(f"bench sweep: database connection lost in {method.__name__} "
+                      f"({type(exc.__cause__ or exc).__name__}); retrying in {delay} s", file=sys.stderr, flush=True)
+                time.sleep(delay)
+    return call
+
+
+@functools.lru_cache(maxsize=None)
+def reconnecting_storage_class():
+    """Optuna's RDBStorage whose every public call is retried when the database connection was
+    lost mid-call: the pool's pre-ping only replaces connections that died while idle, and
+    Optuna turns a connection dropped inside a query into StorageInternalError, which would end
+    the worker. A failed transaction was rolled back, so repeating the call is safe; the one
+    exception (the server committed, then the connection dropped before the reply) leaves at
+    worst a claimed trial without owner, which the reaper re-queues."""
+    import optuna
+
+    base = optuna.storages.RDBStorage
+    names = [n for n, v in vars(base).items() if callable(v) and not n.startswith("_")
+             and n not in ("remove_session", "get_heartbeat_interval", "get_heartbeat_stale_trial_callback")]
+    return type("ReconnectingRDBStorage", (base,), {n: _reconnecting(getattr(base, n)) for n in names})
 
 
 @functools.lru_cache(maxsize=None)
@@ -457,15 +505,31 @@ def study_lock(spec: StorageSpec, storage, name: str):
         key = int.from_bytes(hashlib.sha256(f"bench-sweep:{name}".encode()).digest()[:8], "big", signed=True)
         # A waiter polls with a connection it closes between tries instead of blocking on one:
         # otherwise every worker starting together holds a second connection while it waits.
+        from sqlalchemy.exc import OperationalError
+
         engine = _lock_engine(spec.url)
+        lost_since = None
         while True:
-            with engine.connect() as conn:
-                if conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
+            try:
+                conn = engine.connect()
+                got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
+            except OperationalError as exc:     # the server restarts or fails over: wait for it a while
+                lost_since = lost_since or time.monotonic()
+                if time.monotonic() - lost_since > sum(RECONNECT_DELAYS):
+                    raise StorageError(f"lost the database {spec.display}: {str(exc.orig or exc).strip()}") \
+                        from None
+                time.sleep(1)
+                continue
+            lost_since = None
+            with conn:
+                if got:
                     try:
                         yield
                     finally:
-                        conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                        conn.commit()
+                        # a dropped connection has released the lock already
+                        with contextlib.suppress(OperationalError):
+                            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                            conn.commit()
                     return
                 conn.rollback()
             time.sleep(0.05 + 0.2 * random.random())

@@ -273,3 +273,58 @@ def test_a_timed_out_array_task_is_requeued_and_continues_its_trial(tmp_path, mo
     logs = "".join(p.read_text() for p in (tmp_path / "slurm").rglob("*_log.*"))
     assert "Requeued job" in logs and "Exiting after successful completion" in logs
     assert "Traceback" not in logs
+
+
+@pytest.mark.postgres
+def test_dropped_database_connections_lose_nothing(tmp_path, pg_url):  # noqa: F811
+    """The server drops the sweep's connections twice while a trial trains, each time while the
+    worker's queries are in flight (they wait on a table lock the test holds, then the server
+    terminates their backends, as a restart or a fail-over would): the worker retries them on a
+    new connection, and every point completes once, with no traceback."""
+    import uuid
+
+    import sqlalchemy
+
+    study_name = f"bench-drop-{uuid.uuid4().hex[:10]}"
+    args = [sys.executable, "-m", "bench.cli", "sweep", *TINY, "--max-steps", "200", "--val-every", "20",
+            "--runs-dir", "runs", "--space", space_file(tmp_path, SPACE), "--study", study_name,
+            "--storage", pg_url, "--heartbeat", "1", "--no-prune"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    worker = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    engine = sqlalchemy.create_engine(S.parse_storage(pg_url, "runs", "x").url)
+    dropped, deadline = [], time.time() + 240
+    try:
+        while worker.poll() is None and time.time() < deadline and len(dropped) < 2:
+            time.sleep(0.3)
+            try:
+                running = load(study_name, tmp_path / "runs", pg_url).get_trials(states=(TrialState.RUNNING,))
+            except Exception:
+                continue
+            if not any(t.intermediate_values for t in running):
+                continue
+            with engine.connect() as holder, engine.connect().execution_options(isolation_level="AUTOCOMMIT") as admin:
+                holder.execute(sqlalchemy.text("LOCK TABLE trials IN ACCESS EXCLUSIVE MODE"))
+                time.sleep(2.5)      # the heartbeat (every second) and the trial's next write now wait on it
+                waiting = admin.execute(sqlalchemy.text(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = "
+                    "'Lock' AND pid <> pg_backend_pid()")).scalars().all()
+                admin.execute(sqlalchemy.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND pid NOT IN (pg_backend_pid(), :holder)"), {"holder": holder.connection.dbapi_connection
+                                                                       .info.backend_pid})
+                holder.rollback()
+            dropped.append(len(waiting))
+            time.sleep(2)
+        out = worker.communicate(timeout=300)[0]
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        engine.dispose()
+    assert len(dropped) == 2 and all(n >= 1 for n in dropped), dropped     # queries were cut mid-flight
+    assert worker.returncode == 0 and "Traceback" not in out, out
+    study = load(study_name, tmp_path / "runs", pg_url)
+    assert_every_point_once(study, grid_of(SPACE, tmp_path))
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3, \
+        [t.user_attrs.get("error") for t in study.trials]                  # no trial failed or ran twice
+    assert len(assert_results_whole(tmp_path / "runs")) == 3
+    optuna.delete_study(study_name=study_name, storage=S.open_storage(S.parse_storage(pg_url, "runs", study_name)))
