@@ -7,6 +7,7 @@ import pytest
 from optuna.trial import TrialState
 
 from bench import sweep as S
+from bench.sweep import launch
 from bench.cli import main
 from bench.slurm import SweepWorker
 
@@ -28,7 +29,7 @@ def test_worker_is_requeued_with_the_same_command():
 
 
 def test_slurm_launcher_needs_slurm(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(S.shutil, "which", lambda name: None)
+    monkeypatch.setattr(launch.shutil, "which", lambda name: None)
     space = tmp_path / "s.yaml"
     space.write_text(SPACE)
     code = main(["sweep", *TINY, "--space", str(space), "--runs-dir", str(tmp_path), "--launcher", "slurm"])
@@ -52,7 +53,7 @@ def test_submitit_array_completes_the_grid(tmp_path, monkeypatch):
 
 
 def test_slurm_without_srun_touches_no_study(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(S.shutil, "which", lambda name: None)
+    monkeypatch.setattr(launch.shutil, "which", lambda name: None)
     (tmp_path / "s.yaml").write_text(SPACE)
     assert main(["sweep", *TINY, "--space", str(tmp_path / "s.yaml"), "--runs-dir", str(tmp_path),
                  "--launcher", "slurm", "--study", "nostudy"]) == 2

@@ -105,29 +105,79 @@ def test_a_crashing_trial_is_retried_a_bounded_number_of_times_then_retry_requeu
     assert_every_point_once(_study(tmp_path), grid_of(SPACE, tmp_path))
 
 
-def test_a_trial_taken_but_never_claimed_is_reaped_and_run(tmp_path, capsys):
-    """A worker killed between taking a trial and recording itself leaves a RUNNING trial with no
-    owner and no heartbeat; after twice the heartbeat it is re-queued and run, once."""
-    assert _sweep(tmp_path, "--dry-run") == 0 and not (tmp_path / "s.journal").exists()
-    # create the study and take one trial the way a worker does, then "die"
-    from bench.cli import build_parser
+# A `bench sweep` process that kills itself (SIGKILL) at a chosen storage call, as a node that
+# dies at that moment would: METHOD is patched on both storage classes; WHEN(state, calls) says
+# when; BEFORE: die before the call reaches the storage, else just after.
+DIE_AT = """
+import os, signal, sys
+import optuna
+from optuna.trial import TrialState
+calls = []
+def patch(cls, method, when, before):
+    real = getattr(cls, method)
+    def dying(self, trial_id, *args, **kwargs):
+        calls.append(method)
+        die = when(args[0] if args else kwargs.get("state"), len(calls))
+        if die and before:
+            os.kill(os.getpid(), signal.SIGKILL)
+        out = real(self, trial_id, *args, **kwargs)
+        if die:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return out
+    setattr(cls, method, dying)
+for cls in (optuna.storages.RDBStorage, optuna.storages.JournalStorage):
+    patch(cls, METHOD, WHEN, BEFORE)
+from bench.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+MOMENTS = {
+    # the claim's last step: the trial has just become RUNNING, nothing of it has run
+    "claim": ("set_trial_state_values", "lambda state, n: state == TrialState.RUNNING", False),
+    # mid-trial, while the trial's second validation is being reported
+    "report": ("set_trial_intermediate_value", "lambda step, n: n == 2", False),
+    # result.json is written; the worker dies while telling the study the trial is complete
+    "tell": ("set_trial_state_values", "lambda state, n: state == TrialState.COMPLETE", True),
+}
 
-    args = build_parser().parse_args(["sweep", *TINY, "--runs-dir", str(tmp_path / "runs"), "--space",
-                                      space_file(tmp_path, SPACE), "--study", "s", "--storage",
-                                      str(tmp_path / "s.journal"), "--heartbeat", "1"])
-    S.resolve_storage_args(args)
-    sweep = S.build_sweep(args)
-    study = S.prepare(sweep)
-    taken = study._pop_waiting_trial_id()
-    assert taken is not None
-    started = time.time()
-    assert _sweep(tmp_path, "--heartbeat", "1") == 0
-    assert time.time() - started >= 2.0                       # it waited out the grace, then reaped
-    study = _study(tmp_path)
-    orphan = next(t for t in study.trials if t._trial_id == taken)
-    assert orphan.state == TrialState.FAIL
-    assert "never claimed" in capsys.readouterr().out
+
+@pytest.mark.parametrize("storage", ["journal", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.mark.parametrize("moment", list(MOMENTS))
+def test_kill_9_at_a_chosen_moment_loses_and_repeats_nothing(tmp_path, moment, storage, request):
+    """A worker SIGKILLed at claim time, while reporting a validation, or after writing its
+    result but before telling the study; a second worker then finishes the sweep. Every point is
+    COMPLETE once, each has one run folder with a whole result (the killed run is continued or
+    its result adopted, never trained a second time), and no traceback."""
+    import uuid
+
+    if storage == "postgres":
+        url, name = request.getfixturevalue("pg_url"), f"bench-kill-{uuid.uuid4().hex[:10]}"
+    else:
+        url, name = str(tmp_path / "s.journal"), "s"
+    method, when, before = MOMENTS[moment]
+    args = ["sweep", *TINY, "--max-steps", "30", "--val-every", "10", "--runs-dir", "runs",
+            "--space", space_file(tmp_path, SPACE), "--study", name, "--storage", url, "--heartbeat", "1",
+            "--no-prune"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    code = DIE_AT.replace("METHOD", repr(method)).replace("WHEN", when).replace("BEFORE", str(before))
+    killed = subprocess.run([sys.executable, "-c", code, *args], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    study = load(name, tmp_path / "runs", url)
+    assert [t.state for t in study.trials].count(TrialState.RUNNING) == 1        # the dead worker's trial
+    after = subprocess.run([sys.executable, "-m", "bench.cli", *args], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=300)
+    out = after.stdout + after.stderr
+    assert after.returncode == 0 and "Traceback" not in out, out
+    study = load(name, tmp_path / "runs", url)
     assert_every_point_once(study, grid_of(SPACE, tmp_path))
+    assert [t.state for t in study.trials].count(TrialState.FAIL) == 1           # the killed one, re-queued
+    folders = [p for p in (tmp_path / "runs" / "copying" / "scurnn").iterdir() if p.is_dir()]
+    results = assert_results_whole(tmp_path / "runs")
+    assert len(folders) == 3 and len(results) == 3, out                          # one per point, none orphaned
+    if moment == "tell":
+        assert "records its result instead of training again" in out
+    if storage == "postgres":
+        optuna.delete_study(study_name=name, storage=S.open_storage(S.parse_storage(url, "runs", name)))
 
 
 def test_a_worker_leaves_when_only_other_workers_trials_run(tmp_path):
@@ -273,6 +323,35 @@ def test_a_timed_out_array_task_is_requeued_and_continues_its_trial(tmp_path, mo
     logs = "".join(p.read_text() for p in (tmp_path / "slurm").rglob("*_log.*"))
     assert "Requeued job" in logs and "Exiting after successful completion" in logs
     assert "Traceback" not in logs
+
+
+def test_only_a_lost_database_connection_is_retried_and_not_forever(monkeypatch, capsys):
+    from optuna.exceptions import StorageInternalError
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    from bench.sweep import storage
+
+    monkeypatch.setattr(storage, "RECONNECT_DELAYS", (0, 0, 0))
+    calls = []
+
+    def fails(times, cause):
+        def call(self):
+            calls.append(1)
+            if len(calls) <= times:
+                raise StorageInternalError("during the commit") from cause("UPDATE trials", {}, Exception("x"))
+            return "done"
+        return storage._reconnecting(call)
+
+    assert fails(2, OperationalError)(None) == "done" and len(calls) == 3       # a dropped connection: again
+    assert capsys.readouterr().err.count("database connection lost") == 2
+    calls.clear()
+    with pytest.raises(StorageInternalError):                                   # a bad statement: at once
+        fails(5, IntegrityError)(None)
+    assert len(calls) == 1
+    calls.clear()
+    with pytest.raises(StorageInternalError):                                   # a server that stays away
+        fails(10, OperationalError)(None)
+    assert len(calls) == 4
 
 
 @pytest.mark.postgres
