@@ -353,7 +353,7 @@ def run(cfg: RunConfig, *, callbacks: list | None = None, resume_dir: str | Path
     from bench.models import build_model
     from bench.module import DivergedError, SequenceModule
     from bench.tasks import build_task
-    from bench.tracking import finish_wandb, make_loggers
+    from bench.tracking import finish_wandb, make_loggers, wandb_mode
 
     if cfg.quiet:
         _quiet_lightning()
@@ -473,7 +473,8 @@ def run(cfg: RunConfig, *, callbacks: list | None = None, resume_dir: str | Path
         "curves": str(curves_path.relative_to(run_dir)) if curves_path else None,
         "checkpoints": {"best": _rel(checkpoint.best_model_path, run_dir),
                         "last": _rel(str(run_dir / "checkpoints" / "last.ckpt"), run_dir)},
-        "wandb": {"mode": mode, "dir": str(run_dir / "wandb") if mode != "disabled" else None},
+        "wandb": {"mode": mode, "requested": wandb_mode(cfg.wandb),
+                  "dir": str(run_dir / "wandb") if mode != "disabled" else None},
         "code_version": code_version(),
         "library_versions": library_versions(),
         "hardware": hardware(),

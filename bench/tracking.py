@@ -14,6 +14,13 @@ import sys
 from pathlib import Path
 
 WANDB_PROJECT = os.environ.get("WANDB_PROJECT", "unitary-rnn-bench")
+# Set when this process found W&B unusable online (check_online): its later runs log offline
+# at once instead of each waiting out the timeout.
+_offline_reason: str | None = None
+
+
+def _timeout() -> float:
+    return float(os.environ.get("BENCH_WANDB_TIMEOUT", "60"))
 
 
 def wandb_mode(requested: str) -> str:
@@ -46,13 +53,30 @@ def _wandb_credentials() -> bool:
         return False
 
 
+def check_online() -> str | None:
+    """Can W&B be used online now? Its key is checked against its server in a bounded wait
+    (wandb.login, never prompting, writing nothing). Returns why not, or None; when not, this
+    process's later runs log offline at once. A sweep worker asks once before its first trial."""
+    global _offline_reason
+    import wandb
+
+    try:
+        ok = wandb.login(verify=True, timeout=max(1, round(_timeout())), prompt=False, relogin=False)
+        _offline_reason = None if ok else "wandb found no API key"
+    except Exception as exc:        # AuthenticationError, CommError, a timeout
+        _offline_reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        wandb.teardown()
+    return _offline_reason
+
+
 def start_wandb(mode: str, **init_kwargs):
     """``wandb.init`` in ``mode``; an online start that fails within the bounded wait falls back
     to offline with a one-line warning. Returns (run, the mode it runs in)."""
     import wandb
 
-    timeout = float(os.environ.get("BENCH_WANDB_TIMEOUT", "60"))
-    settings = wandb.Settings(init_timeout=timeout, silent=True)
+    settings = wandb.Settings(init_timeout=_timeout(), silent=True)
+    if mode == "online" and _offline_reason:     # said once already, by whoever called check_online
+        return wandb.init(mode="offline", settings=settings, **init_kwargs), "offline"
     try:
         return wandb.init(mode=mode, settings=settings, **init_kwargs), mode
     except Exception as exc:        # wandb raises CommError, UsageError, AuthenticationError, ...

@@ -201,6 +201,26 @@ def test_a_worker_leaves_when_only_other_workers_trials_run(tmp_path):
     assert still_there, out
 
 
+def test_an_unreachable_w_and_b_costs_one_bounded_wait_and_loses_nothing(tmp_path):
+    """A W&B key but no server (a closed local port): the worker checks once before its first
+    trial, warns in one line, and every trial logs offline at once (none waits out the timeout
+    again); result.json records offline against the online that was asked for."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(WANDB_API_KEY="b" * 40, WANDB_BASE_URL="http://127.0.0.1:9", BENCH_WANDB_TIMEOUT="3",
+               HOME=str(tmp_path), WANDB_DIR=str(tmp_path), OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-m", "bench.cli", "sweep", *TINY, "--wandb", "auto", "--runs-dir", "runs",
+                           "--space", space_file(tmp_path, SPACE), "--study", "s"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0 and "Traceback" not in out, out
+    assert out.count("W&B cannot be used online") == 1 and "W&B could not start online" not in out, out
+    results = assert_results_whole(tmp_path / "runs")
+    assert len(results) == 3
+    assert all(r["wandb"]["mode"] == "offline" and r["wandb"]["requested"] == "online" for r in results)
+    assert_every_point_once(load("s", tmp_path / "runs"), grid_of(SPACE, tmp_path))
+    assert "b" * 40 not in out and not [p for p in tmp_path.rglob("*") if p.is_file() and b"b" * 40 in p.read_bytes()]
+
+
 def test_storage_typos_are_refused(tmp_path, capsys):
     for typo in ("postgresql//db-host/sweeps", "postgres:/db-host/sweeps", "sqlite:sweeps.db"):
         assert main(["sweep", *TINY, "--runs-dir", str(tmp_path), "--storage", typo]) == 2

@@ -327,11 +327,13 @@ def _may_come_back(sweep: Sweep, study) -> bool:
 
 def preflight(sweep: Sweep) -> None:
     """Check, before taking any trial, what would fail every trial on this node: the runs dir
-    can be written and the task's data is there and valid. Raises WorkerUnfit; takes nothing."""
+    can be written and the task's data is there and valid (raises WorkerUnfit, takes nothing);
+    and whether W&B can be used online (if not, one warning and its trials log offline)."""
     import tempfile
 
     from bench.config import resolve
     from bench.tasks import build_task
+    from bench.tracking import check_online, wandb_mode
 
     cfg = resolve(copy.deepcopy(sweep.base))
     base = Path(cfg.runs_dir) / cfg.task / cfg.model
@@ -347,6 +349,11 @@ def preflight(sweep: Sweep) -> None:
             .datamodule(cfg.batch_size)
     except BenchError as exc:
         raise WorkerUnfit(f"this worker cannot load the task's data: {exc}; no trial was taken") from None
+    if wandb_mode(cfg.wandb) == "online":
+        problem = check_online()
+        if problem:
+            print(f"[{sweep.label}] warning: W&B cannot be used online ({problem}); this worker's trials log "
+                  f"offline (result.json says so; sync later with `wandb sync`)", file=sys.stderr, flush=True)
 
 
 def claim(sweep: Sweep, study):
