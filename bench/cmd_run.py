@@ -106,8 +106,8 @@ def cmd_run(args) -> int:
 
     if args.resume:
         cfg = load_resume_config(args.resume)
-        if not cfg.quiet and args.quiet:
-            cfg.quiet = True
+        for key, value in _resume_overrides(args).items():
+            setattr(cfg, key, value)
         print(f"bench run: resuming {args.resume}")
         result = run(cfg, resume_dir=args.resume)
         return _report(result, EXIT_DIVERGED, EXIT_PREEMPTED)
@@ -120,6 +120,26 @@ def cmd_run(args) -> int:
               f"steps={cfg.max_steps}, {opts}; settings: {cfg.paper_source or 'harness defaults'})")
     result = run(cfg)
     return _report(result, EXIT_DIVERGED, EXIT_PREEMPTED)
+
+
+# What a resumed run may be told anew: how and where it runs, never what it computes.
+RESUME_FLAGS = ("quiet", "device", "threads", "wandb", "data_dir")
+
+
+def _resume_overrides(args) -> dict:
+    """The flags given with --resume that it may take; any other is refused, naming it."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_run_arguments(parser, model_required=False, task_required=False)
+    defaults = vars(parser.parse_args([]))
+    given = {k: getattr(args, k) for k in defaults if getattr(args, k) != defaults[k]}
+    refused = [k for k in given if k not in RESUME_FLAGS]
+    if refused:
+        flags = ", ".join("--" + k.replace("_", "-") for k in refused)
+        raise ConfigError(f"--resume {args.resume} continues that run exactly as it started; {flags} would change "
+                          f"what it computes. Drop {'it' if len(refused) == 1 else 'them'}, or start a new run "
+                          f"(the same flags without --resume); flags a resume takes: "
+                          f"{', '.join('--' + k.replace('_', '-') for k in RESUME_FLAGS)}")
+    return given
 
 
 def _report(result: dict, exit_diverged: int, exit_preempted: int) -> int:

@@ -129,12 +129,12 @@ def resolve(cfg: RunConfig) -> RunConfig:
         cfg.track_test = task_cls.reports_best_test and cfg.scale == "paper"
     row = paper_setting(cfg.model, cfg.task, cfg.seq_len)
     cfg.paper_source = row.source if row else None
-    _check_model_options(model_cls, cfg.model_options)
+    model_cls.validate_options(**cfg.model_options)
     options = {**(row.options if row else {}), **cfg.model_options}
     cfg.model_options = options
     if cfg.n_hidden is None:
         if cfg.params is not None:
-            cfg.n_hidden = model_cls.hidden_for_budget(cfg.params, task.d_input, task.d_output, **options)
+            cfg.n_hidden = _hidden_within_budget(model_cls, cfg.params, task, options)
         elif row is not None:
             cfg.n_hidden = row.n_hidden
         else:
@@ -142,22 +142,26 @@ def resolve(cfg: RunConfig) -> RunConfig:
     if row is None and cfg.fallback is None:
         cfg.fallback = (f"no paper row for {cfg.model} on {cfg.task}{_at_length(cfg.seq_len)}: "
                         f"hidden size from the command line, optimizers from the model's defaults")
-    model_cls.valid_hidden(cfg.n_hidden, **options)
+    model_cls.check_hidden(cfg.n_hidden, **options)
 
     cfg.opts, cfg.optimizers = _resolve_opts(cfg, model_cls, row)
     cfg.resolved = True
     return cfg
 
 
-def _check_model_options(model_cls, options: dict) -> None:
-    import inspect
+# --params N trains the valid size closest to N; further off than this, it is another experiment
+BUDGET_TOLERANCE = 0.10
 
-    params = inspect.signature(model_cls.__init__).parameters
-    known = sorted(name for name, p in params.items() if p.kind == p.KEYWORD_ONLY)
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise ConfigError(f"unknown model option(s) {', '.join(map(repr, unknown))} for {model_cls.name}; "
-                          f"its options are: {', '.join(known) or 'none'}")
+
+def _hidden_within_budget(model_cls, budget: int, task, options: dict) -> int:
+    n = model_cls.hidden_for_budget(budget, task.d_input, task.d_output, **options)
+    count = model_cls.param_count(n, task.d_input, task.d_output, **options)
+    if abs(count - budget) > BUDGET_TOLERANCE * budget:
+        raise ConfigError(f"--params {budget}: the closest {model_cls.name} on {task.name} has {count} parameters "
+                          f"(n={n}), {abs(count - budget) / budget:.0%} off; give a budget within "
+                          f"{BUDGET_TOLERANCE:.0%} of a size it can have (see `bench params --task {task.name}`) "
+                          f"or --hidden")
+    return n
 
 
 def _at_length(seq_len) -> str:
@@ -172,7 +176,7 @@ def _matched_hidden(model_cls, task_name, seq_len, task, options) -> tuple[int, 
     if anchor is None:
         return model_cls.default_hidden, f"{missing}: the model's default hidden size n={model_cls.default_hidden}"
     scurnn = get_model_class("scurnn")
-    budget = scurnn.n_params(anchor.n_hidden, task.d_input, task.d_output)
+    budget = scurnn.param_count(anchor.n_hidden, task.d_input, task.d_output)
     n = model_cls.hidden_for_budget(budget, task.d_input, task.d_output, **options)
     return n, (f"{missing}: n={n} matched to scuRNN's paper budget ({budget} parameters, {anchor.source}); "
                f"optimizers from the model's defaults")

@@ -36,7 +36,7 @@ def param_table(task: str, budget: int | None = None, *, seq_len: int | None = N
         anchor = paper_setting("scurnn", task, seq_len)
         if anchor is None:
             raise ConfigError(f"the paper gives no scuRNN size for task {task!r}; pass a budget with --params")
-        budget = MODELS["scurnn"].n_params(anchor.n_hidden, m, p)
+        budget = MODELS["scurnn"].param_count(anchor.n_hidden, m, p)
     rows = []
     for name in models or sorted(MODELS):
         cls = get_model_class(name)
@@ -45,7 +45,7 @@ def param_table(task: str, budget: int | None = None, *, seq_len: int | None = N
         entry = {"model": name, "options": opts, "n": None, "params": None, "error": None, "paper": []}
         try:
             n = cls.hidden_for_budget(budget, m, p, **opts)
-            entry.update(n=n, params=cls.n_params(n, m, p, **opts))
+            entry.update(n=n, params=cls.param_count(n, m, p, **opts))
         except BenchError as exc:
             entry["error"] = str(exc)
         for s in paper_rows(name, task):
@@ -54,7 +54,7 @@ def param_table(task: str, budget: int | None = None, *, seq_len: int | None = N
             if any(q["n"] == s.n_hidden and q["options"] == s.options for q in entry["paper"]):
                 continue                                  # same size at another length
             entry["paper"].append({"n": s.n_hidden, "budget": s.budget, "seq_len": s.seq_len,
-                                   "params": cls.n_params(s.n_hidden, m, p, **s.options), "options": s.options})
+                                   "params": cls.param_count(s.n_hidden, m, p, **s.options), "options": s.options})
         rows.append(entry)
     return budget, rows
 

@@ -68,6 +68,23 @@ def hardware() -> dict:
     return info
 
 
+def check_device(device: str) -> None:
+    """Refuse a device this machine does not have, before any work (Lightning would end in a
+    traceback). Checked where the run trains, not in resolve(): a login node without a GPU may
+    submit GPU work."""
+    import torch
+
+    from bench.models.errors import ConfigError
+
+    have = {"cpu": True, "auto": True, "gpu": torch.cuda.is_available(), "cuda": torch.cuda.is_available(),
+            "mps": torch.backends.mps.is_available()}
+    if not have[device]:
+        found = [d for d in ("cuda", "mps") if have[d]]
+        raise ConfigError(f"--device {device}: this machine has no {device.upper() if device != 'gpu' else 'GPU'} "
+                          f"that torch can use (devices here: cpu{''.join(', ' + d for d in found)}); "
+                          f"use --device auto or cpu, or run on a GPU node")
+
+
 def make_run_dir(cfg: RunConfig) -> Path:
     base = Path(cfg.runs_dir) / cfg.task / cfg.model
     try:
@@ -355,6 +372,7 @@ def run(cfg: RunConfig, *, callbacks: list | None = None, resume_dir: str | Path
     from bench.tasks import build_task
     from bench.tracking import finish_wandb, make_loggers, wandb_mode
 
+    check_device(cfg.device)
     if cfg.quiet:
         _quiet_lightning()
     if cfg.fallback and (cfg.scale == "paper" or not cfg.quiet):     # a sweep's quick trials stay quiet

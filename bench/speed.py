@@ -74,15 +74,15 @@ def model_specs(names: list[str], task: str, budget: int | None, hidden: int | N
         anchor = paper_setting("scurnn", task)
         if anchor is None:
             raise ConfigError(f"the paper gives no scuRNN size for task {task!r}; pass --params or --hidden")
-        budget = MODELS["scurnn"].n_params(anchor.n_hidden, m, p)
+        budget = MODELS["scurnn"].param_count(anchor.n_hidden, m, p)
     specs = []
     for name in names:
         cls = get_model_class(name)
         row = paper_setting(name, task)
         opts = dict(row.options) if row else {}
         n = hidden if hidden is not None else cls.hidden_for_budget(budget, m, p, **opts)
-        cls.valid_hidden(n, **opts)
-        spec = {"label": name, "name": name, "n": n, "params": cls.n_params(n, m, p, **opts), "options": opts,
+        cls.check_hidden(n, **opts)
+        spec = {"label": name, "name": name, "n": n, "params": cls.param_count(n, m, p, **opts), "options": opts,
                 "optim": dict(row.opts) if row and row.opts else dict(cls.default_opts), "d_input": m, "d_output": p}
         specs.append(spec)
         if plain and "fast" in inspect.signature(cls.__init__).parameters:

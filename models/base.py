@@ -14,20 +14,27 @@ REQUIRED members of a subclass:
     forward(x)                  (B, L, d_input) -> (B, L, d_output)
     param_groups() -> dict      group name -> list of parameters (e.g. ``A``, ``D``, ``other``);
                                 every trainable parameter is in exactly one group
+OPTIONS are declared once, as the keyword-only arguments of ``__init__`` with their defaults
+(``options()``). ``n_params``, ``valid_hidden`` and ``check_options`` declare only the options
+that change the count or the validity; callers go through ``param_count``, ``check_hidden`` and
+``hidden_for_budget``, which check the names and hand each method the options it declares (a
+speed switch such as ``fast`` reaches none of them).
 OPTIONAL:
     valid_hidden(n, **options)  raise ``InvalidHiddenSizeError`` for an impossible n
+    check_options(**options)    raise for option values that are wrong whatever n is
     hidden_step (int)           n must be a multiple of this (default 1)
     post_step()                 called after each optimizer step (projections, re-basing)
     unitarity_error()           max |W^H W - I| of the recurrent matrix, for diagnostics
 """
 from __future__ import annotations
 
+import inspect
 from typing import Callable, ClassVar
 
 import torch
 from torch import nn
 
-from .errors import InvalidHiddenSizeError, UnknownNameError
+from .errors import ConfigError, InvalidHiddenSizeError, UnknownNameError
 
 MODELS: dict[str, type["RecurrentModel"]] = {}
 
@@ -76,6 +83,46 @@ class RecurrentModel(nn.Module):
                 f"{cls.name}: hidden size must be a multiple of {cls.hidden_step}, got {n}"
             )
 
+    @classmethod
+    def check_options(cls, **options) -> None:
+        """Errors in option values that do not depend on n (default: none)."""
+
+    # -- the option-checked entry points every caller uses -------------------------------
+    @classmethod
+    def options(cls) -> dict[str, object]:
+        """The model's options and their defaults: the keyword-only arguments of ``__init__``."""
+        params = inspect.signature(cls.__init__).parameters
+        return {k: p.default for k, p in params.items() if p.kind == p.KEYWORD_ONLY}
+
+    @classmethod
+    def _declared(cls, method, options: dict) -> dict:
+        """The subset of ``options`` that ``method`` declares (all of them if it takes **kwargs)."""
+        unknown = sorted(set(options) - set(cls.options()))
+        if unknown:
+            known = ", ".join(sorted(cls.options())) or "none"
+            raise ConfigError(f"unknown model option(s) {', '.join(map(repr, unknown))} for {cls.name}; "
+                              f"its options are: {known}")
+        params = inspect.signature(method).parameters
+        if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            return dict(options)
+        return {k: v for k, v in options.items() if k in params}
+
+    @classmethod
+    def param_count(cls, n: int, d_input: int, d_output: int, **options) -> int:
+        """``n_params`` for any of the model's options."""
+        return cls.n_params(n, d_input, d_output, **cls._declared(cls.n_params, options))
+
+    @classmethod
+    def validate_options(cls, **options) -> None:
+        """Raise for unknown option names, or option values wrong whatever n is."""
+        cls.check_options(**cls._declared(cls.check_options, options))
+
+    @classmethod
+    def check_hidden(cls, n: int, **options) -> None:
+        """Raise for unknown options, wrong option values, or a hidden size the model cannot have."""
+        cls.validate_options(**options)
+        cls.valid_hidden(n, **cls._declared(cls.valid_hidden, options))
+
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"other": [p for p in self.parameters() if p.requires_grad]}
 
@@ -93,16 +140,18 @@ class RecurrentModel(nn.Module):
     @classmethod
     def hidden_for_budget(cls, budget: int, d_input: int, d_output: int, **options) -> int:
         """The valid hidden size whose parameter count is closest to ``budget``."""
+        cls.validate_options(**options)           # wrong whatever n is: say so now
+        shape = cls._declared(cls.valid_hidden, options)
         best, best_gap, n = None, None, 1
         while True:
             try:
-                cls.valid_hidden(n, **options)
+                cls.valid_hidden(n, **shape)
             except InvalidHiddenSizeError:
                 n += 1
                 if n > 1 << 16:
                     break
                 continue
-            count = cls.n_params(n, d_input, d_output, **options)
+            count = cls.param_count(n, d_input, d_output, **options)
             gap = abs(count - budget)
             if best_gap is None or gap < best_gap:
                 best, best_gap = n, gap

@@ -183,11 +183,6 @@ class EURNN(RecurrentModel):
             raise InvalidHiddenSizeError(
                 f"eurnn: capacity L={capacity} exceeds the hidden size n={n}; allowed: even L with 2 <= L <= n")
 
-    @classmethod
-    def hidden_for_budget(cls, budget: int, d_input: int, d_output: int, **options) -> int:
-        cls.check_options(**options)
-        return super().hidden_for_budget(budget, d_input, d_output, **options)
-
     def param_groups(self):
         rotations = [self.theta, self.phi] if self.is_complex else [self.theta]
         return {"W": rotations, "D": [self.omega] if self.is_complex else [],

@@ -89,11 +89,6 @@ class ORNN(RecurrentModel):
             raise InvalidHiddenSizeError(
                 f"ornn: number of reflections k={k} exceeds the hidden size n={n}; allowed: 1 <= k <= n")
 
-    @classmethod
-    def hidden_for_budget(cls, budget: int, d_input: int, d_output: int, **options) -> int:
-        cls.check_options(**options)
-        return super().hidden_for_budget(budget, d_input, d_output, **options)
-
     def param_groups(self):
         return {"W": [self.reflections], "other": [self.V, self.bias, self.h0, *self.readout.parameters()]}
 

@@ -86,11 +86,6 @@ class SCORNN(RealModReLURNN):
             raise InvalidHiddenSizeError(
                 f"scornn: rho={rho} negative ones do not fit in D of size n={n}; allowed: 0 <= rho <= n")
 
-    @classmethod
-    def hidden_for_budget(cls, budget: int, d_input: int, d_output: int, **options) -> int:
-        cls.check_options(**options)
-        return super().hidden_for_budget(budget, d_input, d_output, **options)
-
     def param_groups(self):
         return {"A": [self.A], "other": [self.U, self.bias, *self.readout.parameters()]}
 

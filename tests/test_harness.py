@@ -241,6 +241,10 @@ BAD_INPUTS = [
      "unknown model option(s) 'rhoo' for scornn; its options are: fast, rho, rho_frac"),
     (["run", "--model", "fcurnn", "--task", "copying", "--opt", "W=adam:1e-3"],
      "group 'W' of fcurnn is updated on its manifold: its optimizer must be one of cayley, cayley_rms, got 'adam'"),
+    (["run", "--model", "scurnn", "--task", "copying", "--params", "10"],
+     "--params 10: the closest scurnn on copying has 52 parameters (n=1), 420% off"),
+    *([(["run", "--model", "scurnn", "--task", "copying", "--device", "cuda"],
+        "--device cuda: this machine has no CUDA that torch can use")] if not torch.cuda.is_available() else []),
     (["run", "--model", "eurnn", "--task", "copying", "--hidden", "7"],
      "eurnn: tunable style needs an even hidden size (rotations act on pairs), got n=7; try 6 or 8"),
 ]

@@ -11,7 +11,7 @@ import torch
 
 from bench.config import RunConfig, resolve
 from bench.models import MODELS, build_model, get_model_class
-from bench.models.errors import InvalidHiddenSizeError, UnknownNameError
+from bench.models.errors import ConfigError, InvalidHiddenSizeError, UnknownNameError
 from bench.optim import CayleyStep, GroupOptimizer, known_optimizers
 from bench.paper import PAPER_SETTINGS
 
@@ -435,9 +435,14 @@ def test_invalid_names_and_n_independent_errors_surface_through_the_budget_searc
         get_model_class("eurnn").hidden_for_budget(20_000, 1, 10, capacity=3)
     with pytest.raises(InvalidHiddenSizeError, match=r"eurnn: tunable style needs an even hidden size"):
         resolve(RunConfig(model="eurnn", task="copying", n_hidden=33, wandb="disabled"))
-    cfg = resolve(RunConfig(model="eurnn", task="copying", params=20_000, model_options={"style": "fft"},
+    # FFT-style sizes are powers of two: 20k lies 25% from the nearest count, which is refused
+    with pytest.raises(ConfigError, match=r"--params 20000: the closest eurnn on copying has 25097 parameters "
+                                          r"\(n=512\), 25% off"):
+        resolve(RunConfig(model="eurnn", task="copying", params=20_000, model_options={"style": "fft"},
+                          wandb="disabled"))
+    cfg = resolve(RunConfig(model="eurnn", task="copying", params=24_000, model_options={"style": "fft"},
                             wandb="disabled"))
-    assert cfg.n_hidden in (256, 512)
+    assert cfg.n_hidden == 512
 
 
 # ---- training through the one run function ------------------------------------------------------
@@ -471,3 +476,18 @@ def test_trains_through_run_and_loss_goes_down(tmp_path, name, task, seq_len):
         losses = [t.loss(model(batch[0]), batch).item() for batch in t.datamodule(50).val_dataloader()]
     initial = sum(losses) / len(losses)
     assert result["metrics"]["final_val_loss"] < 0.8 * initial, (initial, result["metrics"]["final_val_loss"])
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_declared_option_reaches_every_entry_point(name):
+    """Options are declared once (``__init__``); counting, validity and the budget search take
+    any of them (a speed switch such as ``fast`` too), and an unknown one is named."""
+    from bench.models.errors import ConfigError
+
+    cls = MODELS[name]
+    options = cls.options()
+    n = cls.hidden_for_budget(5000, 3, 4, **options)
+    cls.check_hidden(n, **options)
+    assert cls(3, 4, n, **options).count_params() == cls.param_count(n, 3, 4, **options)
+    with pytest.raises(ConfigError, match=f"unknown model option.*'bogus' for {name}; its options are"):
+        cls.param_count(n, 3, 4, bogus=1)

@@ -270,6 +270,26 @@ def test_resume_errors(tmp_path):
         load_resume_config(done["run_dir"])
 
 
+def test_resume_from_the_command_line_refuses_flags_that_change_the_run(tmp_path, capsys):
+    """`bench run --resume DIR` with flags that would change what the run computes is refused,
+    naming them, and nothing is touched; with flags it may take it finishes the run exactly
+    (exit 0; the preemption before it exited 75)."""
+    from bench.cli import main
+
+    reference = run(tiny(tmp_path / "ref"))
+    first = run(tiny(tmp_path / "cut"), callbacks=[SignalAt(27, signal.SIGTERM)])
+    run_dir = first["run_dir"]
+    before = sorted(p.name for p in Path(run_dir).rglob("*"))
+    assert main(["run", "--resume", run_dir, "--max-steps", "300", "--model", "lstm", "--seed", "7"]) == 2
+    err = capsys.readouterr().err
+    assert "--model, --seed, --max-steps would change what it computes" in err and "Traceback" not in err
+    assert sorted(p.name for p in Path(run_dir).rglob("*")) == before
+    assert main(["run", "--resume", run_dir, "--quiet", "--threads", "1"]) == 0
+    result = json.loads((Path(run_dir) / "result.json").read_text())
+    assert losses(result | {"run_dir": run_dir}) == losses(reference)
+    assert result["config"]["max_steps"] == 60 and result["config"]["seed"] == 4
+
+
 class PoisonAt(pl.Callback):
     def __init__(self, step, where):
         self.step, self.where = step, where
