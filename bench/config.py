@@ -164,6 +164,10 @@ def _hidden_within_budget(model_cls, budget: int, task, options: dict) -> int:
     return n
 
 
+def _options_text(options: dict) -> str:
+    return ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(options.items()))
+
+
 def _at_length(seq_len) -> str:
     return f" at T={seq_len}" if seq_len is not None else ""
 
@@ -185,18 +189,19 @@ def _matched_hidden(model_cls, task_name, seq_len, task, options) -> tuple[int, 
 def _resolve_opts(cfg: RunConfig, model_cls, row) -> tuple[dict, dict]:
     """Per group: the paper row's spec (else the model's default), overridden by the user's;
     generic names resolved to the model's reference rules. Returns (specs, descriptions)."""
-    specs = {g: list(v) for g, v in (row.opts.items() if row else model_cls.default_opts.items())
-             if g in model_cls.groups}
+    groups = model_cls.groups_for(**cfg.model_options)
+    specs = {g: list(v) for g, v in (row.opts.items() if row else model_cls.default_opts.items()) if g in groups}
     for group, spec in cfg.opts.items():
-        if group not in model_cls.groups:
+        if group not in groups:
+            built = "" if groups == model_cls.groups else f" built with {_options_text(cfg.model_options)}"
             raise UnknownNameError(
-                f"unknown parameter group {group!r} for model {cfg.model}; its groups are: {', '.join(model_cls.groups)}"
+                f"unknown parameter group {group!r} for model {cfg.model}{built}; its groups are: {', '.join(groups)}"
             )
         specs[group] = make_spec(*split_spec(spec))     # split_spec refuses a non-positive rate
-    for group in model_cls.groups:
+    for group in groups:
         specs.setdefault(group, list(model_cls.default_opts.get(group, ("adam", 1e-3))))
     resolved, described = {}, {}
-    for group in model_cls.groups:
+    for group in groups:
         family = model_cls.semantics_for(group)
         name, lr, options = split_spec(specs[group])
         described[group] = describe(specs[group], family)

@@ -378,8 +378,8 @@ def run(cfg: RunConfig, *, callbacks: list | None = None, resume_dir: str | Path
     if cfg.fallback and (cfg.scale == "paper" or not cfg.quiet):     # a sweep's quick trials stay quiet
         print(f"bench: note: {cfg.fallback}", file=sys.stderr)
     task = build_task(cfg.task, seq_len=cfg.seq_len, data_dir=cfg.data_dir, data_seed=cfg.data_seed)
-    task.track_test = bool(cfg.track_test)
     datamodule = task.datamodule(cfg.batch_size)  # data errors surface before the run dir exists
+    datamodule.track_test = bool(cfg.track_test)
     ckpt_path, earlier = None, []
     if resume_dir is not None:
         run_dir = Path(resume_dir)

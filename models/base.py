@@ -84,6 +84,11 @@ class RecurrentModel(nn.Module):
             )
 
     @classmethod
+    def groups_for(cls, **options) -> tuple[str, ...]:
+        """The parameter groups a model built with ``options`` has (default: ``groups``)."""
+        return cls.groups
+
+    @classmethod
     def check_options(cls, **options) -> None:
         """Errors in option values that do not depend on n (default: none)."""
 

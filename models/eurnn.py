@@ -183,10 +183,14 @@ class EURNN(RecurrentModel):
             raise InvalidHiddenSizeError(
                 f"eurnn: capacity L={capacity} exceeds the hidden size n={n}; allowed: even L with 2 <= L <= n")
 
+    @classmethod
+    def groups_for(cls, *, complex: bool = True, **_) -> tuple[str, ...]:
+        return cls.groups if complex else ("W", "other")      # the real version has no diagonal D
+
     def param_groups(self):
-        rotations = [self.theta, self.phi] if self.is_complex else [self.theta]
-        return {"W": rotations, "D": [self.omega] if self.is_complex else [],
-                "other": [self.U, self.bias, *self.readout.parameters()]}
+        if not self.is_complex:
+            return {"W": [self.theta], "other": [self.U, self.bias, *self.readout.parameters()]}
+        return {"W": [self.theta, self.phi], "D": [self.omega], "other": [self.U, self.bias, *self.readout.parameters()]}
 
     def coefficients(self):
         """Per-layer (v1, v2), each (layers, n), and the final diagonal e^{iω} (or None)."""

@@ -401,7 +401,7 @@ class SpectrogramDataModule(ResumableDataModule):
         return DataLoader(self.data[split], batch_size=self.eval_batch_size[split], shuffle=False,
                           collate_fn=partial(pad_batch, pad_db=self.pad_db, length=self.eval_length))
 
-    def val_dataloader(self):
+    def val_loader(self):
         return self._eval("val")
 
     def test_dataloader(self):

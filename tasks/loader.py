@@ -74,12 +74,22 @@ class ResumableDataModule(pl.LightningDataModule):
     """Base datamodule whose training loader resumes at the batch where a checkpoint was taken.
 
     Subclasses build their training loader with :meth:`train_loader` and implement
-    ``val_dataloader``/``test_dataloader`` as usual.
+    ``val_loader`` and ``test_dataloader``. With ``track_test`` (``--track-test``) every
+    validation also evaluates the test split, logged as ``tracked_test/*``, for the papers that
+    report the best test number over training.
     """
 
     def __init__(self):
         super().__init__()
         self._legacy_resume: dict | None = None
+        self.track_test = False
+
+    def val_loader(self):
+        raise NotImplementedError(f"{type(self).__name__} must define val_loader()")
+
+    def val_dataloader(self):
+        val = self.val_loader()
+        return [val, self.test_dataloader()] if self.track_test else val
 
     def train_loader(self, dataset, *, batch_size: int | None, shuffle: bool, seed: int,
                      **kwargs) -> ResumableDataLoader:

@@ -197,17 +197,13 @@ class MNISTDataModule(ResumableDataModule):
     def __init__(self, splits: dict[str, PixelSequences], batch_size: int, eval_batch_size: int, seed: int):
         super().__init__()
         self.splits, self.batch_size, self.eval_batch_size, self.seed = splits, batch_size, eval_batch_size, seed
-        self.track_test = False
 
     def train_dataloader(self):
         # reshuffled every epoch from (data_seed, epoch), as the reference reshuffles per epoch
         return self.train_loader(self.splits["train"], batch_size=self.batch_size, shuffle=True, seed=self.seed)
 
-    def val_dataloader(self):
-        val = DataLoader(self.splits["val"], batch_size=self.eval_batch_size, shuffle=False)
-        if self.track_test:   # the paper reports the best test accuracy over epochs (Table 1)
-            return [val, self.test_dataloader()]
-        return val
+    def val_loader(self):
+        return DataLoader(self.splits["val"], batch_size=self.eval_batch_size, shuffle=False)
 
     def test_dataloader(self):
         return DataLoader(self.splits["test"], batch_size=self.eval_batch_size, shuffle=False)
@@ -258,9 +254,7 @@ class MNIST(Task):
         splits = {"train": PixelSequences(train_x[N_VAL:], train_y[N_VAL:]),
                   "val": PixelSequences(train_x[:N_VAL], train_y[:N_VAL]),
                   "test": PixelSequences(test_x, test_y)}
-        dm = MNISTDataModule(splits, batch_size, max(batch_size, self.eval_batch_size), self.data_seed)
-        dm.track_test = self.track_test
-        return dm
+        return MNISTDataModule(splits, batch_size, max(batch_size, self.eval_batch_size), self.data_seed)
 
     def loss(self, out, batch):
         _, y = batch

@@ -47,7 +47,7 @@ class SyntheticDataModule(ResumableDataModule):
         data = SeededBatches(self.make_batch, self.sizes["train"], self.batch_size, self.seed, "train")
         return self.train_loader(data, batch_size=None, shuffle=False, seed=self.seed)
 
-    def val_dataloader(self):
+    def val_loader(self):
         return self._loader("val")
 
     def test_dataloader(self):

@@ -245,6 +245,10 @@ BAD_INPUTS = [
      "--params 10: the closest scurnn on copying has 52 parameters (n=1), 420% off"),
     *([(["run", "--model", "scurnn", "--task", "copying", "--device", "cuda"],
         "--device cuda: this machine has no CUDA that torch can use")] if not torch.cuda.is_available() else []),
+    (["run", "--model", "eurnn", "--task", "copying", "--model-opt", "complex=false", "--model-opt", "readout=re",
+      "--opt", "D=adam:1e-3"],
+     "unknown parameter group 'D' for model eurnn built with capacity=2, complex=false, readout=\"re\"; its groups "
+     "are: W, other"),
     (["run", "--model", "eurnn", "--task", "copying", "--hidden", "7"],
      "eurnn: tunable style needs an even hidden size (rotations act on pairs), got n=7; try 6 or 8"),
 ]
@@ -317,3 +321,19 @@ def test_wandb_mode_auto_without_credentials_is_offline(tmp_path):
     (tmp_path / ".netrc").write_text("machine api.wandb.ai login user password " + "c" * 40 + "\n")
     (tmp_path / ".netrc").chmod(0o600)
     assert subprocess.run(ask, env=env, capture_output=True, text=True).stdout.strip() == "online"
+
+
+@pytest.mark.parametrize("task,metric", [("copying", "acc"), ("adding", "mse")])
+def test_track_test_evaluates_the_test_split_at_every_validation_on_any_task(tmp_path, task, metric):
+    """--track-test is not MNIST's alone: at the last validation the tracked test number is the
+    final weights' test number, and the best over validations is the max (acc) or min (mse)."""
+    import pandas as pd
+
+    result = run(RunConfig(model="lstm", task=task, seq_len=10, n_hidden=8, max_steps=6, val_every=3,
+                           runs_dir=str(tmp_path), wandb="disabled", quiet=True, track_test=True))
+    curves = pd.read_csv(Path(result["run_dir"]) / result["curves"])
+    tracked = curves[f"tracked_test/{metric}"].dropna()
+    assert len(tracked) == 2                                        # validations at steps 3 and 6
+    assert tracked.iloc[-1] == pytest.approx(result["metrics"][f"test_{metric}"], rel=1e-6)
+    best = tracked.max() if metric == "acc" else tracked.min()
+    assert result["metrics"][f"best_test_{metric}"] == pytest.approx(best)
