@@ -8,7 +8,7 @@ import importlib
 import sys
 
 # (subcommand module, registers these commands); modules that are absent are skipped.
-COMMAND_MODULES = ["bench.cmd_run", "bench.params", "bench.speed", "bench.sweep", "bench.leaderboard",
+COMMAND_MODULES = ["bench.cmd_run", "bench.params", "bench.cmd_speed", "bench.sweep", "bench.leaderboard",
                    "bench.cmd_data"]
 
 
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench.models.errors import BenchError
+    from bench.errors import BenchError
     from bench.secrets import mask_text, scrub_argv
 
     parser = build_parser()

@@ -7,15 +7,18 @@ import os
 import sys
 from pathlib import Path
 
-from bench.models.errors import ConfigError, DataError
+from bench.errors import ConfigError, DataError
 
 
 def cmd_features(args: argparse.Namespace) -> int:
     import numpy as np
 
     from bench.results import atomic_write
-    from bench.tasks.audio import PAPER_FEATURES, file_features
+    from bench.tasks.audio import PAPER_FEATURES, RESAMPLERS, file_features
 
+    resampler = args.resampler or PAPER_FEATURES.resampler
+    if resampler not in RESAMPLERS:
+        raise ConfigError(f"--resampler {resampler!r}: known resamplers are {', '.join(RESAMPLERS)}")
     source, out = Path(args.audio_file), Path(args.out)
     if not source.exists():
         raise DataError(f"AUDIO_FILE {source} does not exist")
@@ -29,7 +32,7 @@ def cmd_features(args: argparse.Namespace) -> int:
     if not os.access(folder, os.W_OK | os.X_OK):
         raise ConfigError(f"--out {out}: the folder {folder} is not writable")
 
-    settings = dataclasses.replace(PAPER_FEATURES, resampler=args.resampler)
+    settings = dataclasses.replace(PAPER_FEATURES, resampler=resampler)
     try:
         feats = file_features(source, settings)                    # the function the speech tasks cache
     except OSError as exc:
@@ -44,8 +47,7 @@ def cmd_features(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    from bench.tasks.audio import PAPER_FEATURES, RESAMPLERS
-
+    # no import of the feature code here: `bench --help` must not wait for torch
     p = sub.add_parser("data", help="inspect the data pipeline (speech features)",
                        description="Inspect what the harness feeds a model.")
     data_sub = p.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
@@ -56,7 +58,7 @@ def register(sub) -> None:
                     "computed by the same function the timit and speech tasks use (docs/data.md).")
     f.add_argument("audio_file", metavar="AUDIO_FILE", help="a WAV, FLAC or uncompressed NIST SPHERE file")
     f.add_argument("--out", required=True, metavar="FEATURES.npy", help="where to write the features (numpy .npy)")
-    f.add_argument("--resampler", choices=tuple(RESAMPLERS), default=PAPER_FEATURES.resampler,
+    f.add_argument("--resampler",
                    help="matlab: MATLAB resample + 16-bit wavwrite, Wisdom's pipeline (default); "
                         "torchaudio: torchaudio.functional.resample, no requantisation")
     f.set_defaults(func=cmd_features)

@@ -5,7 +5,7 @@ import argparse
 import json
 
 from bench.config import DEVICES, SCALES, WANDB_MODES, RunConfig, parse_count
-from bench.models.errors import ConfigError
+from bench.errors import ConfigError
 
 
 def _positive_int(text: str) -> int:
@@ -40,15 +40,12 @@ def add_run_arguments(p: argparse.ArgumentParser, *, model_required: bool = True
     p.add_argument("--max-steps", type=_positive_int, help="number of optimizer steps (batches)")
     p.add_argument("--max-epochs", type=_positive_int, help="number of epochs (used when --max-steps is not given)")
     p.add_argument("--val-every", type=_positive_int, help="validate every this many steps")
-    from bench.optim import GENERIC, OPTIMIZERS
-
     p.add_argument("--opt", action="append", default=[], metavar="GROUP=OPT:LR[,KEY=VALUE...]",
                    help="optimizer, learning rate and options of one parameter group (repeatable), e.g. "
                         "A=rmsprop:1e-4 or other=torch_adam:1e-3,betas=0.9/0.95 (tuples with /). "
-                        f"Generic names ({', '.join(GENERIC)}) mean the update rule of the model's reference "
+                        "Generic names (rmsprop, adam, ...) mean the update rule of the model's reference "
                         "code (scuRNN's A: the authors' NumPy update; scoRNN, LSTM, EURNN, scuRNN's D and "
-                        "other: TF1; urnn, fcurnn: Theano; others: PyTorch's); named rules: "
-                        f"{', '.join(sorted(set(OPTIMIZERS) - set(GENERIC)))}. See bench/optim.py and the README")
+                        "other: TF1; urnn, fcurnn: Theano; others: PyTorch's); `bench list` shows every name")
     p.add_argument("--grad-clip", type=float, help="clip the global gradient norm (default: none, as the paper)")
     p.add_argument("--scale", choices=SCALES, default="quick",
                    help="quick: CPU-sized defaults (minutes); paper: the paper's length and training budget")
@@ -160,6 +157,7 @@ def _report(result: dict, exit_diverged: int, exit_preempted: int) -> int:
 
 def cmd_list(args) -> int:
     from bench.models import MODELS
+    from bench.optim import GENERIC, OPTIMIZERS
     from bench.tasks import TASKS
 
     print("models:")
@@ -169,6 +167,9 @@ def cmd_list(args) -> int:
     print("tasks:")
     for name in sorted(TASKS):
         print(f"  {name:<9} {TASKS[name].description}")
+    print(f"optimizers (--opt GROUP=NAME:LR; {', '.join(GENERIC)} mean the model's reference rule):")
+    for name in sorted(OPTIMIZERS):
+        print(f"  {name:<15} {OPTIMIZERS[name].semantics}")
     return 0
 
 
@@ -179,5 +180,5 @@ def register(sub) -> None:
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue a preempted or killed run from its checkpoint, in its own folder")
     p.set_defaults(func=cmd_run)
-    p = sub.add_parser("list", help="models and tasks, one line each")
+    p = sub.add_parser("list", help="models, tasks and optimizers, one line each")
     p.set_defaults(func=cmd_list)

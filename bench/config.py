@@ -9,11 +9,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.models import get_model_class
-from bench.models.errors import ConfigError, UnknownNameError
-from bench.optim import describe, make_spec, resolve_name, split_spec
+from bench.errors import ConfigError, UnknownNameError
 from bench.paper import paper_setting
-from bench.tasks import get_task_class
+
+# The model, task and optimizer registries (torch, Lightning) are imported where a config is
+# resolved, not here: every command's parser reads this module's choices, and `bench --help`
+# must not wait seconds for torch.
 
 SCALES = ("quick", "paper")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
@@ -99,6 +100,9 @@ def _positive(cfg: RunConfig, name: str, allow_zero: bool = False):
 
 def resolve(cfg: RunConfig) -> RunConfig:
     """Validate and fill every ``None`` field. Raises a ``BenchError`` naming the bad value."""
+    from bench.models import get_model_class
+    from bench.tasks import get_task_class
+
     model_cls = get_model_class(cfg.model)
     task_cls = get_task_class(cfg.task)
     if cfg.scale not in SCALES:
@@ -179,6 +183,8 @@ def _matched_hidden(model_cls, task_name, seq_len, task, options) -> tuple[int, 
     anchor = paper_setting("scurnn", task_name, seq_len)
     if anchor is None:
         return model_cls.default_hidden, f"{missing}: the model's default hidden size n={model_cls.default_hidden}"
+    from bench.models import get_model_class
+
     scurnn = get_model_class("scurnn")
     budget = scurnn.param_count(anchor.n_hidden, task.d_input, task.d_output)
     n = model_cls.hidden_for_budget(budget, task.d_input, task.d_output, **options)
@@ -189,6 +195,8 @@ def _matched_hidden(model_cls, task_name, seq_len, task, options) -> tuple[int, 
 def _resolve_opts(cfg: RunConfig, model_cls, row) -> tuple[dict, dict]:
     """Per group: the paper row's spec (else the model's default), overridden by the user's;
     generic names resolved to the model's reference rules. Returns (specs, descriptions)."""
+    from bench.optim import describe, make_spec, resolve_name, split_spec
+
     groups = model_cls.groups_for(**cfg.model_options)
     specs = {g: list(v) for g, v in (row.opts.items() if row else model_cls.default_opts.items()) if g in groups}
     for group, spec in cfg.opts.items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import torch
 
-from bench.models.errors import BenchError
+from bench.errors import BenchError
 from bench.optim import GroupOptimizer, split_spec
 
 

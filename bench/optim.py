@@ -40,11 +40,11 @@ from __future__ import annotations
 import inspect
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 
-from bench.models.errors import ConfigError, UnknownNameError
+from bench.errors import ConfigError, UnknownNameError
 from bench.reference_optim import AccumulatorAdagrad, BiasCorrectedAdam, MeanSquareRMSprop, PerParameterOptimizer
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 
 from bench.config import parse_count
-from bench.models.errors import BenchError, ConfigError
+from bench.errors import BenchError, ConfigError
 
 
 def _task_dims(task_name: str, seq_len: int | None) -> tuple[int, int]:

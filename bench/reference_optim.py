@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.models.errors import ConfigError
+from bench.errors import ConfigError
 
 EPS_PLACEMENTS = ("inside", "outside")
 

@@ -74,7 +74,7 @@ def check_device(device: str) -> None:
     submit GPU work."""
     import torch
 
-    from bench.models.errors import ConfigError
+    from bench.errors import ConfigError
 
     have = {"cpu": True, "auto": True, "gpu": torch.cuda.is_available(), "cuda": torch.cuda.is_available(),
             "mps": torch.backends.mps.is_available()}
@@ -90,10 +90,10 @@ def make_run_dir(cfg: RunConfig) -> Path:
     try:
         base.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        from bench.models.errors import ConfigError
+        from bench.errors import ConfigError
         raise ConfigError(f"cannot create runs directory {base}: {exc.strerror}; choose another with --runs-dir") from None
     if not os.access(base, os.W_OK):
-        from bench.models.errors import ConfigError
+        from bench.errors import ConfigError
         raise ConfigError(f"runs directory {base} is not writable; choose another with --runs-dir")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for k in range(1000):
@@ -183,7 +183,7 @@ def _quiet_lightning():
 
 def load_resume_config(run_dir: str | Path) -> RunConfig:
     """The config of an unfinished run folder, with a clear error if it cannot be resumed."""
-    from bench.models.errors import ConfigError
+    from bench.errors import ConfigError
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():

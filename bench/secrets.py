@@ -15,7 +15,7 @@ import re
 import sys
 from pathlib import Path
 
-from bench.models.errors import ConfigError
+from bench.errors import ConfigError
 
 MASK = "***"
 STORAGE_ENV = "BENCH_STORAGE"

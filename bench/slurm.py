@@ -53,7 +53,7 @@ def submit_workers(argv: list[str], *, workers: int, folder: str | Path, partiti
     """
     import submitit
 
-    from bench.models.errors import ConfigError
+    from bench.errors import ConfigError
 
     if workers < 1:
         raise ConfigError(f"--workers must be a positive integer, got {workers}")

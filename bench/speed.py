@@ -38,8 +38,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from bench.config import parse_count
-from bench.models.errors import BenchError, ConfigError
+from bench.errors import BenchError, ConfigError
 
 REFERENCE = "lstm"
 # Shapes of tasks that may be missing from the registry (no data files are needed here).
@@ -384,67 +383,3 @@ def print_report(report: dict, out=print) -> None:
             out(f"  {s['model']:<14} vs {s['axis']} at {fixed}: {s['ms_per_unit']:.3f} ms per unit of "
                 f"{s['axis']}, intercept {s['intercept_ms']:.1f} ms, R^2 {s['r2']:.4f} "
                 f"({'linear' if s['linear'] else 'not linear'})")
-
-
-def _int_list(text: str, flag: str) -> list[int]:
-    try:
-        values = [int(v) for v in str(text).split(",") if v.strip()]
-    except ValueError:
-        raise ConfigError(f"{flag} takes positive integers separated by commas, e.g. 100,200; got {text!r}") from None
-    if not values or any(v <= 0 for v in values):
-        raise ConfigError(f"{flag} takes positive integers separated by commas, e.g. 100,200; got {text!r}")
-    return values
-
-
-def cmd_speed(args) -> int:
-    from bench.models import MODELS, get_model_class
-
-    names = args.model or sorted(MODELS)
-    for name in names:
-        get_model_class(name)                            # unknown names fail before any work
-    if args.repeats < 1 or args.warmup < 0:
-        raise ConfigError(f"--repeats must be >= 1 and --warmup >= 0; got {args.repeats} and {args.warmup}")
-    threads = args.threads if args.threads is not None else (os.cpu_count() or 1)
-    if threads < 1:
-        raise ConfigError(f"--threads must be a positive integer, got {threads}")
-    if args.device not in ("cpu", "cuda") or (args.device == "cuda" and not torch.cuda.is_available()):
-        raise ConfigError(f"--device must be cpu or cuda (when available); got {args.device!r}")
-    if args.hidden is not None and args.hidden <= 0:
-        raise ConfigError(f"--hidden must be a positive integer, got {args.hidden}")
-    T0, B0 = DEFAULT_SHAPE.get(args.task, (100, 32))
-    seq_lens = _int_list(args.seq_len, "--seq-len") if args.seq_len else [T0]
-    batches = _int_list(args.batch, "--batch") if args.batch else [B0]
-    budget = parse_count(args.params) if args.params else None
-    report = speed_table(names, args.task, budget=budget, hidden=args.hidden, seq_lens=seq_lens, batches=batches,
-                         threads=threads, repeats=args.repeats, warmup=args.warmup, device=args.device,
-                         plain=args.plain, memory=not args.no_memory, floor=not args.no_floor,
-                         log=(lambda *a: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr)))
-    print_report(report)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=1)
-    return 0
-
-
-def register(sub) -> None:
-    p = sub.add_parser("speed", help="training/inference throughput and memory per model, as ratios to LSTM",
-                       description="Throughput (forward+backward+optimizer step, and inference), peak memory and "
-                                   "the ratio to the matched-budget torch.nn.LSTM, measured interleaved in one "
-                                   "process on synthetic tensors of the task's shape.")
-    p.add_argument("--task", default="timit", help="task whose input/output sizes to use (default: timit)")
-    p.add_argument("--params", help="parameter budget, e.g. 83k (default: scuRNN's paper budget for the task)")
-    p.add_argument("--hidden", type=int, help="use this hidden size for every model instead of a budget")
-    p.add_argument("--model", action="append", default=[],
-                   help="only this model (repeatable; default: every registered model); lstm is always added")
-    p.add_argument("--seq-len", help="sequence length(s), comma separated (default: 200 for timit, else 100)")
-    p.add_argument("--batch", help="batch size(s), comma separated (default: 32)")
-    p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    p.add_argument("--repeats", type=int, default=7, help="timed interleaved rounds; the median is reported (default: 7)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default: 2)")
-    p.add_argument("--plain", action="store_true", help="also time models that have a fast path with fast=False")
-    p.add_argument("--no-memory", action="store_true", help="skip the per-model memory subprocesses")
-    p.add_argument("--no-floor", action="store_true", help="skip the GEMM floor estimate")
-    p.add_argument("--json", metavar="PATH", help="also write the report as JSON")
-    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    p.set_defaults(func=cmd_speed)

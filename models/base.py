@@ -34,7 +34,7 @@ from typing import Callable, ClassVar
 import torch
 from torch import nn
 
-from .errors import ConfigError, InvalidHiddenSizeError, UnknownNameError
+from bench.errors import ConfigError, InvalidHiddenSizeError, UnknownNameError
 
 MODELS: dict[str, type["RecurrentModel"]] = {}
 

@@ -18,8 +18,9 @@ import math
 import torch
 from torch import nn
 
+from bench.errors import ConfigError, InvalidHiddenSizeError, UnknownNameError
+
 from .base import RecurrentModel, glorot_
-from .errors import ConfigError, InvalidHiddenSizeError, UnknownNameError
 from .unitary import complex_to_real_block, unitarity_error, unroll
 from .urnn import dense_is_faster, unroll_operator
 

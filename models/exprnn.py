@@ -11,8 +11,9 @@ import math
 import torch
 from torch import nn
 
+from bench.errors import UnknownNameError
+
 from .orthogonal import RealModReLURNN
-from .errors import UnknownNameError
 from .unitary import cayley_block_init, skew_symmetric
 
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .errors import ConfigError, UnknownNameError
+from bench.errors import ConfigError, UnknownNameError
 from .unitary import MODRELU_EPS
 
 # Activations with their bias convention: "modrelu_complex" acts on a [Re | Im] state of 2n with

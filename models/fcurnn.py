@@ -16,7 +16,7 @@ import math
 import torch
 from torch import nn
 
-from .errors import UnknownNameError
+from bench.errors import UnknownNameError
 
 from .base import RecurrentModel, glorot_
 from .unitary import complex_to_real_block, modrelu_complex, unitarity_error, unroll

@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.errors import InvalidHiddenSizeError
+
 from .base import RecurrentModel
-from .errors import InvalidHiddenSizeError
 from .unitary import unitarity_error, unroll
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from bench.errors import InvalidHiddenSizeError
+
 from .base import glorot_
 from .orthogonal import RealModReLURNN
-from .errors import InvalidHiddenSizeError
 from .unitary import cayley_block_init, scaled_cayley, skew_symmetric
 
 

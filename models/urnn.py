@@ -14,8 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from bench.errors import ConfigError
+
 from .base import RecurrentModel, glorot_
-from .errors import ConfigError
 from .unitary import MODRELU_EPS, complex_to_real_block, modrelu_complex, unitarity_error, unroll
 
 PERMUTATION_SEED = 1234

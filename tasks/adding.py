@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from bench.columns import FINAL_LOSS, FIRST_BELOW, Column
+
 from .base import Task
 from .synthetic import SyntheticDataModule
 
@@ -36,11 +38,15 @@ class Adding(Task):
     sizes = {"train": 100_000, "val": 1_000, "test": 10_000}
     defaults = {"seq_len": 200, "batch_size": 50, "max_steps": 1000, "val_every": 100}
     paper_scale = {"seq_len": 750, "batch_size": 50, "max_steps": 60_000, "val_every": 2000}
+    leaderboard_columns = (FINAL_LOSS, FIRST_BELOW,
+                           Column("test MSE", ("best_ckpt_test_mse", "test_mse"), note="test split, best-validation checkpoint"))
+    leaderboard_curve = "val/mse"
+    baseline_metrics = ("loss", "mse")     # the loss is the MSE: 1/6 is a value of both
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if self.seq_len < 3:
-            from bench.models.errors import ConfigError
+            from bench.errors import ConfigError
             raise ConfigError(f"adding: sequence length must be at least 3 (two markers in two halves), got {self.seq_len}")
 
     @property

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from bench.models.errors import ConfigError, DataError, UnknownNameError
+from bench.errors import ConfigError, DataError, UnknownNameError
 from bench.results import atomic_write
 
 from .loader import ResumableDataModule

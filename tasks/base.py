@@ -13,6 +13,9 @@ REQUIRED members of a subclass:
 OPTIONAL:
     baseline                the memoryless baseline of the loss (None if there is none)
     info()                  facts to record in result.json (e.g. a permutation's seed)
+    leaderboard_columns     the metric columns of the task's ``bench leaderboard`` table
+    leaderboard_curve       the learning curve of the task's leaderboard figure
+    baseline_metrics        the logged quantities ``baseline`` is a value of
 """
 from __future__ import annotations
 
@@ -20,7 +23,8 @@ from typing import ClassVar
 
 import torch
 
-from bench.models.errors import ConfigError, UnknownNameError
+from bench.columns import Column
+from bench.errors import ConfigError, UnknownNameError
 
 TASKS: dict[str, type["Task"]] = {}
 
@@ -38,6 +42,13 @@ class Task:
     # evaluate the test split at every validation (RunConfig.track_test; any task can, on request)
     reports_best_test: ClassVar[bool] = False
     uses_seq_len: ClassVar[bool] = True
+    # The leaderboard (bench/leaderboard/) asks the task for: its table's metric columns (empty:
+    # best val / test of the runs' metric, bench.columns.default_columns); the learning curve
+    # its figure shows (a column of the run's CSV; None: val/<the runs' metric>, else train/loss);
+    # the logged quantities ``baseline`` is a value of (a curve of one of them gets the dashed line).
+    leaderboard_columns: ClassVar[tuple[Column, ...]] = ()
+    leaderboard_curve: ClassVar[str | None] = None
+    baseline_metrics: ClassVar[tuple[str, ...]] = ("loss",)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

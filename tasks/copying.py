@@ -12,6 +12,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from bench.columns import FINAL_LOSS, FIRST_BELOW, Column
+
 from .base import Task
 from .synthetic import SyntheticDataModule
 
@@ -38,6 +40,10 @@ class Copying(Task):
     sizes = {"train": 20_000, "val": 500, "test": 1_000}
     defaults = {"seq_len": 100, "batch_size": 20, "max_steps": 1000, "val_every": 100}
     paper_scale = {"seq_len": 2000, "batch_size": 20, "max_steps": 2000, "val_every": 50}
+    leaderboard_columns = (FINAL_LOSS, FIRST_BELOW,
+                           Column("test acc", ("best_ckpt_test_acc", "test_acc"),
+                                  note="accuracy on the 10 recalled symbols, test split, best-validation checkpoint"))
+    leaderboard_curve = "train/loss"       # the training cross entropy
 
     @property
     def baseline(self) -> float:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.models.errors import DataError
+from bench.errors import DataError
 
 UINT8 = 0x08
 

@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from bench.models.errors import ConfigError, DataError
+from bench.columns import Column
+from bench.errors import ConfigError, DataError
 
 from .base import Task
 from .idx import read_idx
@@ -225,6 +226,14 @@ class MNIST(Task):
     defaults = {"batch_size": 50, "max_steps": 300, "val_every": 150}
     reports_best_test = True
     paper_scale = {"batch_size": 50, "max_steps": 77_000, "val_every": 1100}
+    leaderboard_columns = (
+        Column("best test acc", ("best_test_acc",), "test_acc",
+               note="best test accuracy over epochs, as the paper reports it (needs a per-epoch test evaluation)"),
+        Column("test acc @ best val", ("best_ckpt_test_acc",),
+               note="test accuracy of the best-validation checkpoint: the honest number"),
+        Column("test acc (final)", ("test_acc",), note="test accuracy of the final weights"),
+    )
+    leaderboard_curve = "val/acc"
 
     def __init__(self, seq_len: int | None = None, data_dir: str | None = None, data_seed: int = 5544):
         if seq_len not in (None, N_PIXELS):

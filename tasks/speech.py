@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.models.errors import ConfigError, DataError
+from bench.columns import MSE_COLUMNS
+from bench.errors import ConfigError, DataError
 
 from .audio import (AUDIO_EXTENSIONS, PAPER_FEATURES, SpectrogramDataModule, SpeechTaskMixin, cached_features,
                     find_audio, repeat_frame_mse)
@@ -39,6 +40,8 @@ class Speech(SpeechTaskMixin, Task):
     description = "next-frame prediction of 129-bin log spectra on any folder of WAV/FLAC/SPHERE (masked MSE)"
     defaults = {"batch_size": 8, "max_steps": 200, "val_every": 50}
     paper_scale = {"batch_size": 28, "max_steps": 13_200, "val_every": 132}
+    leaderboard_columns = MSE_COLUMNS
+    leaderboard_curve = "val/mse"
 
     def datamodule(self, batch_size: int):
         if self.data_dir is None:

@@ -23,7 +23,8 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from bench.models.errors import ConfigError, DataError
+from bench.columns import MSE_COLUMNS
+from bench.errors import ConfigError, DataError
 
 from .audio import (PAPER_FEATURES, SpectrogramDataModule, SpeechTaskMixin, audio_length, cached_features,
                     find_audio, n_frames, repeat_frame_mse)
@@ -100,6 +101,8 @@ class TIMIT(SpeechTaskMixin, Task):
     # 3,696 / 28 = 132 steps per epoch; Wisdom's runs: batch 28, at most 100 epochs, validate every epoch.
     defaults = {"batch_size": 28, "max_steps": 264, "val_every": 132}
     paper_scale = {"batch_size": 28, "max_steps": 13_200, "val_every": 132}
+    leaderboard_columns = MSE_COLUMNS
+    leaderboard_curve = "val/mse"
 
     def datamodule(self, batch_size: int):
         if self.data_dir is None:

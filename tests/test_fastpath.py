@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.models import build_model
-from bench.models.errors import ConfigError, UnknownNameError
+from bench.errors import ConfigError, UnknownNameError
 from bench.models.fastpath import ACTIVATIONS, recurrence
 from bench.models.unitary import modrelu_complex, modrelu_real, unroll
 

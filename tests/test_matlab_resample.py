@@ -186,7 +186,7 @@ def test_torchaudio_option_gives_the_previous_features(speech_dir):
 
 
 def test_resampler_is_validated_and_keys_the_cache(tmp_path):
-    from bench.models.errors import UnknownNameError
+    from bench.errors import UnknownNameError
 
     with pytest.raises(UnknownNameError, match="unknown resampler 'scipy'; known resamplers: matlab, torchaudio"):
         audio.FeatureSettings(resampler="scipy")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.models.errors import ConfigError, DataError
+from bench.errors import ConfigError, DataError
 from bench.tasks import build_task
 from bench.tasks.idx import parse_idx, read_idx, write_idx
 from bench.tasks.mnist import MNIST_FILES, find_mnist_files, load_mnist, name_variants, search_dirs

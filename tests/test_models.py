@@ -11,7 +11,7 @@ import torch
 
 from bench.config import RunConfig, resolve
 from bench.models import MODELS, build_model, get_model_class
-from bench.models.errors import ConfigError, InvalidHiddenSizeError, UnknownNameError
+from bench.errors import ConfigError, InvalidHiddenSizeError, UnknownNameError
 from bench.optim import CayleyStep, GroupOptimizer, known_optimizers
 from bench.paper import PAPER_SETTINGS
 
@@ -358,7 +358,7 @@ def test_cayley_step_is_riemannian_descent_to_first_order():
     q.grad = torch.randn(n, n, dtype=torch.float64)
     CayleyStep([q], lr=0.1).step()
     torch.testing.assert_close(q.detach().T @ q.detach(), torch.eye(n, dtype=torch.float64))
-    from bench.models.errors import ConfigError
+    from bench.errors import ConfigError
     with pytest.raises(ConfigError, match=r"square matrices.*got a parameter of shape \(3, 4\)"):
         CayleyStep([torch.nn.Parameter(torch.zeros(3, 4))], lr=0.1)
 
@@ -482,7 +482,7 @@ def test_trains_through_run_and_loss_goes_down(tmp_path, name, task, seq_len):
 def test_every_declared_option_reaches_every_entry_point(name):
     """Options are declared once (``__init__``); counting, validity and the budget search take
     any of them (a speed switch such as ``fast`` too), and an unknown one is named."""
-    from bench.models.errors import ConfigError
+    from bench.errors import ConfigError
 
     cls = MODELS[name]
     options = cls.options()

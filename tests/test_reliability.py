@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from bench.config import RunConfig
-from bench.models.errors import ConfigError
+from bench.errors import ConfigError
 from bench.results import atomic_write_text, iter_results
 from bench.run import load_resume_config, run
 

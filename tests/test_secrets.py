@@ -18,7 +18,7 @@ import optuna
 import pytest
 
 from bench import sweep as S
-from bench.models.errors import ConfigError
+from bench.errors import ConfigError
 from bench.secrets import mask_text, storage_url
 from test_sweep import FAST, TINY, space_file
 from test_sweep_postgres import PG_URL, pg_url  # noqa: F401  (fixture)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from bench.models.errors import ConfigError, DataError
+from bench.errors import ConfigError, DataError
 from bench.tasks import audio, build_task
 from bench.tasks.speech import split_files
 

@@ -49,7 +49,7 @@ def test_a_node_failing_mid_sweep_gives_its_trial_back(tmp_path, capsys, monkeyp
     """The runs dir becomes unusable after the preflight (say a full disk): the trial goes back to
     the queue untouched and the worker stops; another run of the sweep completes every point."""
     import bench.run
-    from bench.models.errors import ConfigError
+    from bench.errors import ConfigError
 
     real = bench.run.make_run_dir
     calls = []

@@ -18,7 +18,7 @@ import soundfile as sf
 import torch
 import torchaudio
 
-from bench.models.errors import ConfigError, DataError
+from bench.errors import ConfigError, DataError
 from bench.tasks import audio, build_task
 from bench.tasks.timit import CORE_TEST_SPEAKERS, DEV_SPEAKERS, EXPECTED_SIZES
 

@@ -1,7 +1,7 @@
 """The sweep's error types: each reaches the user as one line (exit code 2), never a traceback."""
 from __future__ import annotations
 
-from bench.models.errors import BenchError
+from bench.errors import BenchError
 
 
 class SweepError(BenchError):

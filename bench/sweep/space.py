@@ -9,7 +9,7 @@ import math
 import os
 from pathlib import Path
 
-from bench.models.errors import BenchError
+from bench.errors import BenchError
 from bench.sweep.errors import SpaceError
 
 

@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.models.errors import BenchError
+from bench.errors import BenchError
 from bench.sweep.errors import TrialTakenOver, WorkerUnfit
 from bench.sweep.space import apply_overrides, sample_point
 from bench.sweep.storage import Heartbeat, owner, owner_dead

@@ -1,4 +1,5 @@
-"""Typed errors shared by the harness; messages always carry the bad value."""
+"""Typed input errors of the harness (models, tasks, runs, sweeps): each reaches the user as one
+line naming the bad value, exit code 2, never a traceback."""
 
 
 class BenchError(ValueError):

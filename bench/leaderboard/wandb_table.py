@@ -1,0 +1,32 @@
+"""Sharing the leaderboard on W&B: one ``wandb.Table`` per task, logged to one run.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .aggregate import Row, group_by_task
+from .tables import flat_rows
+
+
+def log_wandb(rows: list[Row], runs_dir: str) -> tuple[str, str]:
+    """Log the leaderboard as ``wandb.Table``s (one per task) to one run, in the configured
+    mode (offline unless the user set up W&B; ``WANDB_MODE`` wins). Returns (mode, run folder)."""
+    import wandb
+
+    from bench.tracking import WANDB_PROJECT, wandb_mode
+
+    mode = wandb_mode("auto")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    kwargs = {} if os.environ.get("WANDB_DIR") else {"dir": str(runs_dir)}
+    run = wandb.init(project=WANDB_PROJECT, job_type="leaderboard", group="leaderboard", name="leaderboard",
+                     mode=mode, reinit="create_new", config={"runs_dir": str(runs_dir), "n_configs": len(rows)},
+                     **kwargs)
+    try:
+        for task, task_rows in group_by_task(rows).items():
+            headers, data = flat_rows(task_rows)
+            run.log({f"leaderboard/{task}": wandb.Table(columns=headers, data=data)})
+        folder = str(Path(run.dir).parent) if mode != "disabled" else ""
+    finally:
+        run.finish()
+    return mode, folder
