@@ -1,7 +1,12 @@
-"""Model registry: importing this package registers every architecture module."""
-from .base import MODELS, RecurrentModel, build_model, get_model_class  # noqa: F401
-# Each import registers its model under its ``name``.
-from . import scurnn  # noqa: F401  (scurnn)
-from . import eurnn, exprnn, fcurnn, gru, lstm, ornn, scornn, urnn  # noqa: F401
+"""Model registry: importing this package registers every model defined in its modules."""
+import importlib
+import pkgutil
+
+from .base import MODELS, RecurrentModel, build_model, get_model_class
+
+# Every module of this folder is imported, and each RecurrentModel subclass with a ``name``
+# registers itself (RecurrentModel.__init_subclass__): a new model is one new file.
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["MODELS", "RecurrentModel", "build_model", "get_model_class"]
