@@ -17,7 +17,8 @@ How workers share a study (reference/harness.md §2):
 - A worker leaves when nothing is waiting and nothing running can come back to the queue.
 
 Modules: ``space`` (search spaces), ``storage`` (journal/database, lock, worker identity),
-``study`` (the validated sweep and its study), ``worker`` (claim, run, re-queue), ``report``
+``study`` (the validated sweep and its study), ``worker`` (claim, reap, leave), ``trial`` (run one
+trial, give it back or retry it), ``report``
 (status, best), ``launch`` (SLURM arrays), ``cli`` (the command).
 """
 from bench.sweep.cli import build_sweep, cmd_retry, dry_run, register, resolve_storage_args
@@ -28,7 +29,8 @@ from bench.sweep.space import (apply_overrides, builtin_spaces, grid_points, gri
                                space_for_model, validate_space)
 from bench.sweep.storage import StorageSpec, open_storage, owner, owner_dead, parse_storage
 from bench.sweep.study import Sweep, prepare
-from bench.sweep.worker import MAX_TRIAL_RETRIES, claim, confirm_seeds, preflight, run_trial, run_workers, work
+from bench.sweep.trial import MAX_TRIAL_RETRIES, run_trial
+from bench.sweep.worker import claim, confirm_seeds, preflight, run_workers, work
 
 __all__ = ["MAX_TRIAL_RETRIES", "SpaceError", "StorageError", "StorageSpec", "Sweep", "SweepError", "TrialTakenOver",
            "WorkerUnfit", "apply_overrides", "best_command", "best_trial", "build_sweep", "builtin_spaces",
