@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # (subcommand module, registers these commands); modules that are absent are skipped.
@@ -44,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"bench {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:       # `bench ... | head` stopped reading: not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no second error at exit
+        return 0
     return code or 0
 
 

@@ -50,7 +50,8 @@ def add_run_arguments(p: argparse.ArgumentParser, *, model_required: bool = True
     p.add_argument("--scale", choices=SCALES, default="quick",
                    help="quick: CPU-sized defaults (minutes); paper: the paper's length and training budget")
     p.add_argument("--data-dir", help="folder with the task's data files (mnist, pmnist, timit, speech)")
-    p.add_argument("--data-seed", type=_nonneg_int, default=5544, help="seed of the synthetic data (default 5544)")
+    p.add_argument("--data-seed", type=_nonneg_int, default=RunConfig.data_seed,
+                   help=f"seed of the synthetic data and the data splits (default {RunConfig.data_seed})")
     p.add_argument("--model-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="model option, e.g. rho=10 for scornn (repeatable; value parsed as JSON if it can be)")
     p.add_argument("--device", choices=DEVICES, default="auto", help="device (default: auto, chosen by Lightning)")

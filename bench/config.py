@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.errors import ConfigError, UnknownNameError
-from bench.paper import paper_setting
+from bench.paper import anchor_budget, paper_setting
 
 # The model, task and optimizer registries (torch, Lightning) are imported where a config is
 # resolved, not here: every command's parser reads this module's choices, and `bench --help`
@@ -39,7 +39,7 @@ class RunConfig:
     grad_clip: float | None = None          # one global norm; the references use none
     scale: str = "quick"                    # "quick" (CPU minutes) or "paper" (the paper's protocol)
     data_dir: str | None = None
-    data_seed: int = 5544                   # the references' seed; fixed across models and seeds
+    data_seed: int = 5544                   # = tasks.base.DEFAULT_DATA_SEED (a test checks; importing it here would pull in torch)
     model_options: dict[str, Any] = field(default_factory=dict)
     device: str = "auto"
     runs_dir: str = "runs"
@@ -180,13 +180,10 @@ def _matched_hidden(model_cls, task_name, seq_len, task, options) -> tuple[int, 
     """No paper row for this model: match the parameter count of scuRNN's paper setting.
     Returns the hidden size and the sentence that says so."""
     missing = f"no paper row for {model_cls.name} on {task_name}{_at_length(seq_len)}"
-    anchor = paper_setting("scurnn", task_name, seq_len)
-    if anchor is None:
+    matched = anchor_budget(task_name, seq_len, task.d_input, task.d_output)
+    if matched is None:
         return model_cls.default_hidden, f"{missing}: the model's default hidden size n={model_cls.default_hidden}"
-    from bench.models import get_model_class
-
-    scurnn = get_model_class("scurnn")
-    budget = scurnn.param_count(anchor.n_hidden, task.d_input, task.d_output)
+    budget, anchor = matched
     n = model_cls.hidden_for_budget(budget, task.d_input, task.d_output, **options)
     return n, (f"{missing}: n={n} matched to scuRNN's paper budget ({budget} parameters, {anchor.source}); "
                f"optimizers from the model's defaults")

@@ -226,28 +226,3 @@ class Diagnostics(Callback):
         path = self._path(trainer)
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(data, indent=1, allow_nan=True) + "\n")
-
-
-def _main(argv=None) -> int:
-    """``python -m bench.diagnostics <bench run flags>``: ``bench run`` with this callback.
-
-    A stopgap until bench/run.py adds :class:`Diagnostics` to its own callbacks; it calls the
-    same run function (DESIGN.md principle 1).
-    """
-    import argparse
-
-    from bench.cmd_run import add_run_arguments, config_from_args
-    from bench.config import resolve
-    from bench.run import run
-
-    p = argparse.ArgumentParser(prog="python -m bench.diagnostics",
-                                description="bench run, recording diagnostics.json in the run dir")
-    add_run_arguments(p)
-    cfg = resolve(config_from_args(p.parse_args(argv)))
-    result = run(cfg, callbacks=[Diagnostics()])
-    print(f"status: {result['status']}  result: {result['run_dir']}/result.json")
-    return 0 if result["status"] == "completed" else 3
-
-
-if __name__ == "__main__":
-    sys.exit(_main())

@@ -167,5 +167,21 @@ def paper_setting(model: str, task: str, seq_len: int | None = None) -> PaperSet
     return None
 
 
+# Models without a paper row for a task match the parameter count of this model's row: the
+# paper's comparisons are at scuRNN's budgets.
+BUDGET_ANCHOR = "scurnn"
+
+
+def anchor_budget(task: str, seq_len: int | None, d_input: int, d_output: int) -> tuple[int, PaperSetting] | None:
+    """The parameter budget every model matches on ``task``: the count of scuRNN's paper size
+    there, with the row it comes from; None where the paper gives scuRNN no size."""
+    from bench.models import get_model_class
+
+    anchor = paper_setting(BUDGET_ANCHOR, task, seq_len)
+    if anchor is None:
+        return None
+    return get_model_class(BUDGET_ANCHOR).param_count(anchor.n_hidden, d_input, d_output), anchor
+
+
 def paper_rows(model: str | None = None, task: str | None = None) -> list[PaperSetting]:
     return [s for s in PAPER_SETTINGS if (model is None or s.model == model) and (task is None or s.task == task)]

@@ -29,14 +29,14 @@ def param_table(task: str, budget: int | None = None, *, seq_len: int | None = N
                 models: list[str] | None = None, options: dict | None = None) -> tuple[int, list[dict]]:
     """Rows of the ``bench params`` table (also used by tests). Returns (budget, rows)."""
     from bench.models import MODELS, get_model_class
-    from bench.paper import paper_rows, paper_setting
+    from bench.paper import anchor_budget, paper_rows, paper_setting
 
     m, p = _task_dims(task, seq_len)
     if budget is None:
-        anchor = paper_setting("scurnn", task, seq_len)
-        if anchor is None:
+        matched = anchor_budget(task, seq_len, m, p)
+        if matched is None:
             raise ConfigError(f"the paper gives no scuRNN size for task {task!r}; pass a budget with --params")
-        budget = MODELS["scurnn"].param_count(anchor.n_hidden, m, p)
+        budget = matched[0]
     rows = []
     for name in models or sorted(MODELS):
         cls = get_model_class(name)

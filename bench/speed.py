@@ -65,15 +65,15 @@ def task_dims(task: str) -> tuple[int, int]:
 
 def model_specs(names: list[str], task: str, budget: int | None, hidden: int | None, plain: bool) -> list[dict]:
     """One dict per timed model: label, name, n, params, options, optimizer specs."""
-    from bench.models import MODELS, get_model_class
-    from bench.paper import paper_setting
+    from bench.models import get_model_class
+    from bench.paper import anchor_budget, paper_setting
 
     m, p = task_dims(task)
     if budget is None and hidden is None:
-        anchor = paper_setting("scurnn", task)
-        if anchor is None:
+        matched = anchor_budget(task, None, m, p)
+        if matched is None:
             raise ConfigError(f"the paper gives no scuRNN size for task {task!r}; pass --params or --hidden")
-        budget = MODELS["scurnn"].param_count(anchor.n_hidden, m, p)
+        budget = matched[0]
     specs = []
     for name in names:
         cls = get_model_class(name)

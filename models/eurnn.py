@@ -108,7 +108,6 @@ class EURNN(RecurrentModel):
     description = "efficient unitary RNN: layers of 2x2 rotations, tunable (capacity L) or FFT style"
     paper = "Jing et al., ICML 2017"
     groups = ("W", "D", "other")
-    hidden_step = 2
     default_opts = {"W": ("rmsprop", 1e-3), "D": ("rmsprop", 1e-3), "other": ("rmsprop", 1e-3)}
     optimizer_semantics = {"*": "tf"}   # TF1 RMSProp of the EUNN-tensorflow code (reference/models.md §6)
 

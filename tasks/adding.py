@@ -31,7 +31,6 @@ def make_adding_batch(generator: torch.Generator, batch_size: int, T: int):
 class Adding(Task):
     name = "adding"
     description = "adding problem: sum of the two marked values in a length-T sequence (MSE)"
-    output_mode = "last"
     metric, metric_mode = "mse", "min"
     d_input, d_output = 2, 1
     # Paper §5.3: 100,000 training and 10,000 test sequences; batch 50.

@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from bench.errors import ConfigError, DataError, UnknownNameError
 from bench.results import atomic_write
 
+from .base import DEFAULT_DATA_SEED
 from .loader import ResumableDataModule
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".sph", ".nist")
@@ -423,13 +424,11 @@ def repeat_frame_mse(feats: list[np.ndarray], length: int, pad_db: float) -> dic
 class SpeechTaskMixin:
     """Loss and metrics shared by ``timit`` and ``speech``: masked MSE on every step."""
 
-    output_mode = "all"
     metric, metric_mode = "mse", "min"
     d_input = d_output = PAPER_FEATURES.n_bins
-    needs_data_dir = True
     uses_seq_len = False
 
-    def __init__(self, seq_len: int | None = None, data_dir: str | None = None, data_seed: int = 5544):
+    def __init__(self, seq_len: int | None = None, data_dir: str | None = None, data_seed: int = DEFAULT_DATA_SEED):
         if seq_len is not None:
             raise ConfigError(f"{self.name}: utterances have their own lengths; --seq-len {seq_len} does not apply")
         super().__init__(seq_len=None, data_dir=data_dir, data_seed=data_seed)

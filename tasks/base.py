@@ -3,7 +3,6 @@
 REQUIRED members of a subclass:
     name, description       registry key and one line for ``bench list``
     d_input, d_output       per-step input features and outputs (may depend on options)
-    output_mode             "all" (a target per step) or "last" (one target per sequence)
     metric, metric_mode     the task metric's name (logged as ``val/<metric>``) and "max"/"min"
     defaults, paper_scale   dicts of run defaults (seq_len, batch_size, max_steps, val_every)
                             for the CPU-sized default and for the paper's protocol
@@ -27,17 +26,18 @@ from bench.columns import Column
 from bench.errors import ConfigError, UnknownNameError
 
 TASKS: dict[str, type["Task"]] = {}
+# The seed of the synthetic data and of the splits, the same for every model and run seed (the
+# references fix their data the same way); --data-seed changes it.
+DEFAULT_DATA_SEED = 5544
 
 
 class Task:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
-    output_mode: ClassVar[str] = "all"
     metric: ClassVar[str] = "loss"
     metric_mode: ClassVar[str] = "min"
     defaults: ClassVar[dict] = {}
     paper_scale: ClassVar[dict] = {}
-    needs_data_dir: ClassVar[bool] = False
     # the paper reports the best *test* metric over epochs (Table 1): with --scale paper such tasks
     # evaluate the test split at every validation (RunConfig.track_test; any task can, on request)
     reports_best_test: ClassVar[bool] = False
@@ -55,7 +55,7 @@ class Task:
         if cls.name:
             TASKS[cls.name] = cls
 
-    def __init__(self, seq_len: int | None = None, data_dir: str | None = None, data_seed: int = 5544):
+    def __init__(self, seq_len: int | None = None, data_dir: str | None = None, data_seed: int = DEFAULT_DATA_SEED):
         if seq_len is not None and (not isinstance(seq_len, int) or seq_len <= 0):
             raise ConfigError(f"{self.name}: sequence length must be a positive integer, got {seq_len!r}")
         self.seq_len = seq_len if seq_len is not None else self.defaults.get("seq_len")
@@ -71,10 +71,6 @@ class Task:
 
     def datamodule(self, batch_size: int):
         raise NotImplementedError(f"{type(self).__name__} must define datamodule()")
-
-    def select(self, out: torch.Tensor) -> torch.Tensor:
-        """The outputs the loss sees: every step, or the last one."""
-        return out[:, -1] if self.output_mode == "last" else out
 
     def loss(self, out: torch.Tensor, batch) -> torch.Tensor:
         raise NotImplementedError

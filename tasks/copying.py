@@ -33,7 +33,6 @@ def make_copying_batch(generator: torch.Generator, batch_size: int, T: int):
 class Copying(Task):
     name = "copying"
     description = "copying memory: recall 10 symbols after T blanks (T+20 steps, 9 classes)"
-    output_mode = "all"
     metric, metric_mode = "acc", "max"
     d_input, d_output = N_SYMBOLS, N_CLASSES
     # scoRNN/scuRNN protocol: 20,000 training sequences cycled in order, 1,000 test; batch 20.

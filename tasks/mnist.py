@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from bench.columns import Column
 from bench.errors import ConfigError, DataError
 
-from .base import Task
+from .base import DEFAULT_DATA_SEED, Task
 from .idx import read_idx
 from .loader import ResumableDataModule
 
@@ -213,7 +213,6 @@ class MNISTDataModule(ResumableDataModule):
 class MNIST(Task):
     name = "mnist"
     description = "pixel MNIST: classify 28x28 digits from 784 pixels, one per step (accuracy)"
-    output_mode = "last"
     metric, metric_mode = "acc", "max"
     d_input, d_output = 1, N_CLASSES
     uses_seq_len = False
@@ -235,7 +234,7 @@ class MNIST(Task):
     )
     leaderboard_curve = "val/acc"
 
-    def __init__(self, seq_len: int | None = None, data_dir: str | None = None, data_seed: int = 5544):
+    def __init__(self, seq_len: int | None = None, data_dir: str | None = None, data_seed: int = DEFAULT_DATA_SEED):
         if seq_len not in (None, N_PIXELS):
             raise ConfigError(f"{self.name}: the sequence length is fixed at {N_PIXELS} pixels; got --seq-len "
                               f"{seq_len!r} (leave it out)")

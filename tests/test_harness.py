@@ -346,3 +346,9 @@ def test_building_every_parser_imports_neither_torch_nor_lightning():
             "print(sorted(m for m in ('torch', 'lightning', 'optuna', 'wandb') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_the_default_data_seed_is_one_fact():
+    from bench.tasks.base import DEFAULT_DATA_SEED
+
+    assert RunConfig.data_seed == DEFAULT_DATA_SEED == 5544       # the references' seed
