@@ -64,7 +64,7 @@ def _fmt(count) -> str:
 
 
 def cmd_params(args) -> int:
-    from bench.cmd_run import parse_model_options
+    from bench.flags import parse_model_options
 
     options = parse_model_options(args.model_opt)
     if options and not args.model:

@@ -548,3 +548,24 @@ def test_star_skips_groups_updated_on_their_manifold():
     space = S.space_for_model(S.load_space("appendix-a3-all-groups"), "fcurnn")
     assert list(space["groups"]) == ["other"]          # W keeps its Cayley step
     assert len(S.grid_points(space)) == 9
+
+
+def test_one_flag_table_serves_parsing_sampling_and_reproducing():
+    """Every RunConfig field a user sets has one flag; parsing its own reproducing command line
+    gives back the same config (hash and every field that defines the run)."""
+    import dataclasses
+
+    from bench.cli import build_parser
+    from bench.config import RunConfig, resolve
+    from bench.flags import RUN_FLAGS, SAMPLED_FIELDS, config_from_args, run_command
+
+    internal = {"model", "task", "tags", "resolved", "paper_source", "fallback", "optimizers"}
+    assert {f.field for f in RUN_FLAGS} == {f.name for f in dataclasses.fields(RunConfig)} - internal
+    assert set(SAMPLED_FIELDS) <= {f.field for f in RUN_FLAGS}
+    cfg = resolve(RunConfig(model="scornn", task="adding", seed=3, seq_len=30, batch_size=7, max_steps=9,
+                            val_every=3, grad_clip=0.5, data_seed=11, model_options={"rho": 2}, wandb="disabled",
+                            opts={"A": ["torch_rmsprop", 1e-4, {"alpha": 0.9}]}))
+    argv = run_command(cfg.to_dict())[1:]                       # drop the program name
+    again = resolve(config_from_args(build_parser().parse_args(argv + ["--wandb", "disabled"])))
+    assert again.config_hash() == cfg.config_hash()
+    assert again.group_key() == cfg.group_key() and again.seed == 3

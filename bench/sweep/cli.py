@@ -25,7 +25,7 @@ ACTIONS = ("run", "status", "best", "retry")
 
 def build_sweep(args, *, check: bool = True, open_store: bool = True) -> Sweep:
     """Validate everything the CLI gave before any work starts."""
-    from bench.cmd_run import config_from_args
+    from bench.flags import config_from_args
     from bench.config import resolve
     from bench.tasks import get_task_class
 
@@ -153,7 +153,7 @@ def cmd_sweep(args) -> int:
 
 
 def register(sub) -> None:
-    from bench.cmd_run import _nonneg_int as _nonneg, _positive_int as _pos, add_run_arguments
+    from bench.flags import add_run_arguments, nonneg_int as _nonneg, positive_int as _pos
 
     p = sub.add_parser(
         "sweep", help="Optuna sweep over per-group optimizers, learning rates and run flags",

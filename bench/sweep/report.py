@@ -2,7 +2,6 @@
 its seeds, and a ``bench run`` line that reproduces it."""
 from __future__ import annotations
 
-import json
 import shlex
 import statistics
 import time
@@ -49,29 +48,9 @@ def mean_std(values: list[float]) -> str:
 
 def best_command(config: dict) -> str:
     """A ``bench run`` command line that reproduces a resolved config exactly (same config hash)."""
-    from bench.optim import format_spec
+    from bench.flags import run_command
 
-    c = config
-    argv = ["bench", "run", "--model", c["model"], "--task", c["task"], "--seed", str(c["seed"]),
-            "--hidden", str(c["n_hidden"])]
-    if c.get("params") is not None:
-        argv += ["--params", str(c["params"])]
-    for flag, key in (("--seq-len", "seq_len"), ("--batch-size", "batch_size"), ("--max-steps", "max_steps"),
-                      ("--max-epochs", "max_epochs"), ("--val-every", "val_every"), ("--grad-clip", "grad_clip")):
-        if c.get(key) is not None:
-            argv += [flag, repr(c[key]) if isinstance(c[key], float) else str(c[key])]
-    for group, spec in c["opts"].items():
-        argv += ["--opt", f"{group}={format_spec(spec)}"]
-    argv += ["--scale", c["scale"], "--data-seed", str(c["data_seed"])]
-    if c.get("data_dir"):
-        argv += ["--data-dir", c["data_dir"]]
-    for key, value in sorted((c.get("model_options") or {}).items()):
-        argv += ["--model-opt", f"{key}={json.dumps(value)}"]
-    if c.get("device", "auto") != "auto":
-        argv += ["--device", c["device"]]
-    if c.get("runs_dir", "runs") != "runs":
-        argv += ["--runs-dir", c["runs_dir"]]
-    return shlex.join(argv)
+    return shlex.join(run_command(config))
 
 
 def format_params(params: dict) -> str:

@@ -10,19 +10,12 @@ import os
 from pathlib import Path
 
 from bench.errors import BenchError
+from bench.flags import SAMPLED_FIELDS
 from bench.sweep.errors import SpaceError
 
 
 SAMPLERS = ("grid", "tpe")
-
-
-RUN_FIELDS = ("seed", "n_hidden", "params", "seq_len", "batch_size", "max_steps", "max_epochs", "val_every",
-              "grad_clip", "data_seed", "scale")
-
-
 SPACE_KEYS = ("name", "description", "source", "groups", "run", "pruner")
-
-
 PRUNER_KEYS = ("n_startup_trials", "n_warmup_steps", "interval_steps")
 
 
@@ -138,8 +131,8 @@ def validate_space(data, origin: str = "space") -> dict:
         raise SpaceError(f"search space {origin}: 'run' must map run settings to lists or ranges")
     for key, spec in run.items():
         where = f"{origin}: run.{key}"
-        if key not in RUN_FIELDS and not (key.startswith("model_options.") and len(key) > 14):
-            raise SpaceError(f"{where}: unknown run setting {key!r}; allowed: {', '.join(RUN_FIELDS)}, "
+        if key not in SAMPLED_FIELDS and not (key.startswith("model_options.") and len(key) > 14):
+            raise SpaceError(f"{where}: unknown run setting {key!r}; allowed: {', '.join(SAMPLED_FIELDS)}, "
                              f"model_options.KEY")
         numeric = key not in ("scale", "params") and not key.startswith("model_options.")
         space["run"][key] = _axis(spec, where, numeric=numeric)
