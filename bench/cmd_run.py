@@ -10,7 +10,8 @@ from bench.flags import add_run_arguments, config_from_args
 def cmd_run(args) -> int:
     from bench.config import resolve
     from bench.optim import format_spec
-    from bench.run import EXIT_DIVERGED, EXIT_PREEMPTED, load_resume_config, run
+    from bench.preemption import load_resume_config
+    from bench.run import EXIT_DIVERGED, EXIT_PREEMPTED, run
 
     if args.resume:
         cfg = load_resume_config(args.resume)

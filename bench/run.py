@@ -8,14 +8,15 @@ import json
 import logging
 import math
 import os
-import platform
-import subprocess
 import sys
 import time
 import warnings
 from pathlib import Path
 
 from bench.config import RunConfig, resolve
+from bench.curves import read_curves, summarise
+from bench.preemption import PREEMPT_CKPT, preemption_callback, resume_checkpoint
+from bench.provenance import code_version, hardware, library_versions
 from bench.results import atomic_write_text, write_result
 from bench.secrets import mask_text
 
@@ -24,48 +25,6 @@ ACCELERATORS = {"auto": "auto", "cpu": "cpu", "gpu": "gpu", "cuda": "gpu", "mps"
 # (EX_TEMPFAIL: "try again"); continue with `bench run --resume RUN_DIR`.
 EXIT_PREEMPTED = 75
 EXIT_DIVERGED = 3
-PREEMPT_CKPT = "preempt.ckpt"
-
-
-def code_version() -> dict:
-    root = Path(__file__).resolve().parent.parent
-    info = {"package": _version("unitary-rnn-bench")}
-    try:
-        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-        if sha.returncode == 0:
-            info["git_sha"] = sha.stdout.strip()
-            dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                                   capture_output=True, text=True, timeout=5)
-            info["git_dirty"] = bool(dirty.stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        pass
-    if "git_sha" not in info and os.environ.get("BENCH_GIT_SHA"):     # baked into the Docker image
-        info["git_sha"] = os.environ["BENCH_GIT_SHA"]
-        info["git_sha_from"] = "BENCH_GIT_SHA"
-    return info
-
-
-def _version(dist: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return None
-
-
-def library_versions() -> dict:
-    libs = ("torch", "torchaudio", "lightning", "optuna", "wandb", "numpy", "pandas")
-    return {"python": platform.python_version(), **{lib: _version(lib) for lib in libs}}
-
-
-def hardware() -> dict:
-    import torch
-
-    info = {"platform": platform.platform(), "cpu_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
 
 
 def check_device(device: str) -> None:
@@ -106,72 +65,6 @@ def make_run_dir(cfg: RunConfig) -> Path:
     raise RuntimeError(f"could not create a fresh run directory under {base}")
 
 
-def read_curves(run_dir: Path):
-    """The run's logged metrics, joined across resumed parts (csv/metrics.csv, csv/part1/...).
-
-    A later part starts at its checkpoint's step; rows an earlier part logged from that step on
-    (after the checkpoint, before the kill) are dropped, so every step appears once.
-    """
-    import pandas as pd
-
-    run_dir = Path(run_dir)
-    files = [run_dir / "csv" / "metrics.csv"] + sorted(run_dir.glob("csv/part*/metrics.csv"),
-                                                       key=lambda f: int(f.parent.name[4:]))
-    files = [f for f in files if f.exists() and f.stat().st_size]
-    if not files:
-        return None, None
-    parts = [pd.read_csv(f) for f in files]
-    if len(parts) == 1:
-        return parts[0], files[0]
-    merged = parts[0]
-    for part in parts[1:]:
-        start = part["step"].min() if len(part) else None
-        if start is not None:
-            merged = merged[merged["step"] < start]
-        merged = pd.concat([merged, part], ignore_index=True)
-    out = run_dir / "csv" / "curves.csv"
-    atomic_write_text(out, merged.to_csv(index=False))
-    return merged, out
-
-
-def summarise(curves, task, metric_mode: str) -> dict:
-    """Final and best metrics from the logged curves (pure function of the CSV)."""
-    out: dict = {}
-    if curves is None:
-        return out
-    train = curves.dropna(subset=["train/loss"]) if "train/loss" in curves else None
-    if train is not None and len(train):
-        out["final_train_loss"] = float(train["train/loss"].iloc[-10:].mean())
-        out["train_steps_logged"] = int(train["step"].iloc[-1]) + 1
-        if task.baseline is not None:
-            # smoothed over 5 logged points (50 steps): one lucky batch is not "below baseline"
-            smooth = train["train/loss"].rolling(5, min_periods=5).mean()
-            below = train[smooth < task.baseline]
-            out["first_step_below_baseline"] = int(below["step"].iloc[0]) + 1 if len(below) else None
-    key = f"val/{task.metric}"
-    if key in curves:
-        val = curves.dropna(subset=[key])
-        if len(val):
-            best = val[key].idxmax() if metric_mode == "max" else val[key].idxmin()
-            out["final_val_" + task.metric] = float(val[key].iloc[-1])
-            out["best_val_" + task.metric] = float(val.loc[best, key])
-            out["best_val_step"] = int(val.loc[best, "step"]) + 1
-    tracked = f"tracked_test/{task.metric}"
-    if tracked in curves and len(curves[tracked].dropna()):
-        values = curves[tracked].dropna()
-        out["best_test_" + task.metric] = float(values.max() if metric_mode == "max" else values.min())
-    if "val/loss" in curves:
-        val = curves.dropna(subset=["val/loss"])
-        if len(val):
-            out["final_val_loss"] = float(val["val/loss"].iloc[-1])
-            out["best_val_loss"] = float(val["val/loss"].min())
-    if "diag/unitarity_error" in curves:
-        u = curves["diag/unitarity_error"].dropna()
-        if len(u):
-            out["max_unitarity_error"] = float(u.max())
-    return out
-
-
 def _quiet_lightning():
     for name in ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero",
                  "lightning.pytorch.accelerators.cuda"):
@@ -179,172 +72,6 @@ def _quiet_lightning():
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
     warnings.filterwarnings("ignore", message=".*The number of training batches.*")
-
-
-def load_resume_config(run_dir: str | Path) -> RunConfig:
-    """The config of an unfinished run folder, with a clear error if it cannot be resumed."""
-    from bench.errors import ConfigError
-
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.json").is_file():
-        raise ConfigError(f"cannot resume {run_dir}: no config.json there (is it a run folder made by `bench run`?)")
-    if (run_dir / "result.json").exists():
-        raise ConfigError(f"cannot resume {run_dir}: the run already finished (result.json exists)")
-    if resume_checkpoint(run_dir) is None:
-        raise ConfigError(f"cannot resume {run_dir}: no checkpoints/{PREEMPT_CKPT} or checkpoints/last.ckpt")
-    return RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
-
-
-def resume_checkpoint(run_dir: Path) -> Path | None:
-    for name in (PREEMPT_CKPT, "last.ckpt"):
-        path = Path(run_dir) / "checkpoints" / name
-        if path.is_file():
-            return path
-    return None
-
-
-def _is_submitit_handler(handler) -> bool:
-    owner = getattr(handler, "__self__", None)
-    return owner is not None and type(owner).__module__.startswith("submitit")
-
-
-def _preemption_callback(run_dir: Path):
-    import signal
-    import threading
-
-    from lightning.pytorch.callbacks import Checkpoint
-
-    class PreemptionCheckpoint(Checkpoint):
-        """SIGTERM or SIGUSR1: checkpoint where the run can continue exactly, then stop.
-
-        That point is the end of the training step during which the signal arrived, or, when a
-        validation follows that step (or is running), the end of that validation. Lightning's
-        own reaction to SIGTERM (a ``SIGTERMException`` after the current *validation batch*)
-        would cut a validation short: its value would be lost on resume, and so would a best
-        checkpoint taken there. So this callback owns both signals during training, and raises
-        Lightning's SIGTERM flag itself (``trainer._signal_connector``, pinned lightning 2.6)
-        only where stopping is exact:
-
-        * after a training step that no validation follows: Lightning stops at the end of the
-          step, and :meth:`on_exception` saves (the state Lightning resumes as "restarted on
-          last": the next step is the first one to run);
-        * at the end of a validation: :meth:`on_validation_end` saves there, after the
-          ``ModelCheckpoint`` has recorded this validation (both are ``Checkpoint`` callbacks,
-          which Lightning runs last and in list order, so this one must come after it): the
-          state Lightning's own ``last.ckpt`` has, which resumes without repeating the
-          validation and with the logging step where it was.
-
-        Two states Lightning does not resume exactly are repaired: a stop at an epoch's end
-        (:meth:`_at_next_epoch_start`) and a checkpoint with no training left
-        (:meth:`on_load_checkpoint`). The data loader's position travels in the same
-        checkpoint (tasks/loader.py).
-        """
-
-        def __init__(self):
-            self.saved_step = None
-            self.requested = False
-            self.submitit_handler = None
-            self._originals: dict = {}
-
-        def _signals(self):
-            own = [getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None)]
-            if _is_submitit_handler(signal.getsignal(signal.SIGUSR2)):
-                own.append(signal.SIGUSR2)         # submitit's time-out/preemption signal
-            return [s for s in own if s is not None]
-
-        def on_fit_start(self, trainer, module):
-            # Lightning installs its SIGTERM handler after this hook; remember what was there before
-            if threading.current_thread() is threading.main_thread():
-                self._originals = {s: signal.getsignal(s) for s in self._signals()}
-
-        def on_train_start(self, trainer, module):
-            if self._originals:
-                for s in self._originals:
-                    signal.signal(s, self._on_signal)
-            connector = trainer._signal_connector
-            if connector.received_sigterm:          # arrived while Lightning restored the checkpoint
-                self.requested, connector.received_sigterm = True, False
-
-        def _on_signal(self, signum, frame):
-            self.requested = True
-            previous = self._originals.get(signum)
-            if signum == signal.SIGTERM and callable(previous):
-                previous(signum, frame)             # as Lightning does: chain an earlier SIGTERM handler
-            elif signum == getattr(signal, "SIGUSR2", None) and callable(previous):
-                # submitit requeues the job and exits in its handler: first save where the run can
-                # continue exactly, then hand over (run() calls it once preempt.ckpt is written)
-                self.submitit_handler = lambda: previous(signum, None)
-
-        def _stop(self, trainer):
-            trainer._signal_connector.received_sigterm = True
-
-        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-            if self.requested:
-                self._stop(trainer)   # Lightning stops after this step, or after the validation it runs
-
-        def on_validation_start(self, trainer, module):
-            if self.requested and not trainer.sanity_checking:
-                trainer._signal_connector.received_sigterm = False     # let the validation finish
-
-        def on_validation_end(self, trainer, module):
-            if self.requested and not trainer.sanity_checking and self.saved_step is None:
-                self._save(trainer)
-                self._stop(trainer)
-
-        def on_fit_end(self, trainer, module):
-            self._restore()
-
-        def on_load_checkpoint(self, trainer, module, checkpoint):
-            """A checkpoint whose training is complete (taken at the final validation, by this
-            callback or as Lightning's last.ckpt) resumes with no step left to run, so Lightning
-            never moves its logging step past that validation's, as the step after it would
-            have, and the test metrics land a step early (where read_curves takes them for the
-            start of the new part). Put the logging step where the finished run had it: one per
-            optimizer step (the harness does not accumulate gradients)."""
-            state = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict")
-            step = int(checkpoint.get("global_step", 0))
-            if state is not None and trainer.max_steps != -1 and step >= trainer.max_steps:
-                state["_batches_that_stepped"] = max(int(state.get("_batches_that_stepped", 0)), step)
-
-        def on_exception(self, trainer, module, exc):
-            from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-            # Lightning raises this at the end of the step (or epoch) in which the flag was raised
-            if isinstance(exc, SIGTERMException) and self.saved_step is None:
-                self._at_next_epoch_start(trainer)
-                self._save(trainer)
-            self._restore()
-
-        @staticmethod
-        def _at_next_epoch_start(trainer):
-            """After an epoch's last step, Lightning stops at the end of the epoch, with the epoch
-            counted as done but its batch counters still in place until the next epoch resets them;
-            resumed from there, it would continue "inside" the finished epoch (a short epoch and
-            the wrong batches). Reset them as the next epoch's start would (pinned lightning 2.6)."""
-            fit = trainer.fit_loop
-            loop = fit.epoch_loop
-            if fit.epoch_progress.current.completed == fit.epoch_progress.current.ready and \
-                    loop.batch_progress.current.ready:
-                loop.batch_progress.reset_on_run()
-                loop.scheduler_progress.reset_on_run()
-                loop.automatic_optimization.optim_progress.reset_on_run()
-                loop.val_loop.batch_progress.total.reset()
-
-        def _restore(self):
-            for s, handler in self._originals.items():
-                if handler is not None:
-                    signal.signal(s, handler)
-            self._originals = {}
-
-        def _save(self, trainer):
-            path = run_dir / "checkpoints" / PREEMPT_CKPT
-            path.parent.mkdir(exist_ok=True)
-            tmp = path.with_name(f".tmp-{PREEMPT_CKPT}")
-            trainer.save_checkpoint(str(tmp))
-            os.replace(tmp, path)          # never a half-written checkpoint under the real name
-            self.saved_step = trainer.global_step
-
-    return PreemptionCheckpoint()
 
 
 def run(cfg: RunConfig, *, callbacks: list | None = None, resume_dir: str | Path | None = None) -> dict:
@@ -401,7 +128,7 @@ def run(cfg: RunConfig, *, callbacks: list | None = None, resume_dir: str | Path
     if ckpt_path is not None:   # a resumed part logs beside the earlier ones; read_curves joins them
         part = 1 + len(list(run_dir.glob("csv/part*/metrics.csv")))
         loggers[0] = CSVLogger(save_dir=str(run_dir), name="csv", version=f"part{part}")
-    preemption = _preemption_callback(run_dir)
+    preemption = preemption_callback(run_dir)
     monitor = f"val/{task.metric}"
     checkpoint = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), monitor=monitor, mode=task.metric_mode,
                                  save_last=True, save_top_k=1, filename="best")

@@ -14,7 +14,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from bench.config import RunConfig
 from bench.errors import ConfigError
 from bench.results import atomic_write_text, iter_results
-from bench.run import load_resume_config, run
+from bench.preemption import load_resume_config
+from bench.run import run
 
 
 # Lightning's warning when a run resumes mid-epoch with a training loader it cannot restore
@@ -216,10 +217,10 @@ def shuffled_ids_data():
 
 
 def fit_ids(tmp_path, *callbacks, ckpt_path=None):
-    from bench.run import _preemption_callback
+    from bench.preemption import preemption_callback
 
     tmp_path.mkdir(exist_ok=True)
-    module, preemption = ShuffledIds(), _preemption_callback(tmp_path)
+    module, preemption = ShuffledIds(), preemption_callback(tmp_path)
     trainer = pl.Trainer(max_steps=20, logger=False, default_root_dir=tmp_path, enable_progress_bar=False,
                          enable_model_summary=False, callbacks=[preemption, *callbacks])
     try:

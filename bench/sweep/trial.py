@@ -91,7 +91,7 @@ def _resume_from(ua: dict, label: str) -> str | None:
     """A left folder whose run has a checkpoint to continue from and no result yet. One with
     neither (its worker died before the first checkpoint) holds nothing worth keeping and
     nothing refers to it: it is removed, so the point keeps one run folder."""
-    from bench.run import resume_checkpoint
+    from bench.preemption import resume_checkpoint
 
     for folder in _left_folders(ua):
         if (folder / "result.json").exists() or not folder.is_dir():
