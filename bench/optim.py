@@ -45,6 +45,7 @@ from typing import Callable
 import torch
 
 from bench.errors import ConfigError, UnknownNameError
+from bench.models.unitary import cayley
 from bench.reference_optim import AccumulatorAdagrad, BiasCorrectedAdam, MeanSquareRMSprop, PerParameterOptimizer
 
 
@@ -114,7 +115,7 @@ class CayleyStep(PerParameterOptimizer):
     gradient G = dL/dRe W + i dL/dIm W:
 
         A = G W^H - W G^H                      (skew-Hermitian)
-        W <- (I + lr/2 A)^{-1} (I - lr/2 A) W   (a solve, in W's own dtype)
+        W <- (I + lr/2 A)^{-1} (I - lr/2 A) W   (a solve, in W's own dtype: unitary.cayley)
 
     To first order this is W - lr (G - W G^H W), Riemannian gradient descent. In exact
     arithmetic W stays unitary; in float32 rounding accumulates and nothing corrects it (the
@@ -145,9 +146,7 @@ class CayleyStep(PerParameterOptimizer):
         W = torch.view_as_complex(p) if p.dim() == 3 else p
         G = torch.view_as_complex(g.contiguous()) if p.dim() == 3 else g
         A = G @ W.mH - W @ G.mH
-        half = group["lr"] / 2
-        eye = torch.eye(W.shape[0], dtype=W.dtype, device=W.device)
-        W.copy_(torch.linalg.solve(eye + half * A, (eye - half * A) @ W))
+        W.copy_(cayley(group["lr"] / 2 * A, W))
 
 
 def known_optimizers() -> list[str]:

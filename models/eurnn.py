@@ -14,6 +14,7 @@ whichever is faster (option ``dense``).
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 from torch import nn
@@ -21,8 +22,8 @@ from torch import nn
 from bench.errors import ConfigError, InvalidHiddenSizeError, UnknownNameError
 
 from .base import RecurrentModel, glorot_
-from .unitary import complex_to_real_block, unitarity_error, unroll
-from .urnn import dense_is_faster, unroll_operator
+from .unitary import complex_to_real_block, modrelu_complex, modrelu_cplx, modrelu_real, unitarity_error, unroll
+from .urnn import dense_is_faster
 
 STYLES = ("tunable", "fft")
 READOUTS = ("re", "reim")
@@ -60,23 +61,14 @@ def _layer_tables(n: int, style: str, capacity: int):
     return partner, rot, is_b, n_rot
 
 
-def modrelu_eurnn(z: torch.Tensor, bias: torch.Tensor, eps: float = EPS) -> torch.Tensor:
-    """EURNN's complex modReLU on [Re | Im]: (z / norm) * ReLU(norm + b), norm = |z| + ε."""
-    n = bias.shape[-1]
-    re, im = z[..., :n], z[..., n:]
-    norm = torch.sqrt(re * re + im * im + 1e-12) + eps      # 1e-12: finite gradient at z = 0
-    scale = torch.relu(norm + bias) / norm
-    return z * torch.cat([scale, scale], dim=-1)
-
-
-def modrelu_eurnn_cplx(z: torch.Tensor, bias: torch.Tensor, eps: float = EPS) -> torch.Tensor:
-    """``modrelu_eurnn`` on a complex tensor."""
-    norm = torch.sqrt(z.real * z.real + z.imag * z.imag + 1e-12) + eps
-    return z * (torch.relu(norm + bias) / norm)
-
-
-def modrelu_eurnn_real(z: torch.Tensor, bias: torch.Tensor, eps: float = EPS) -> torch.Tensor:
-    return torch.sign(z) * torch.relu(z.abs() + eps + bias)
+# EURNN's modReLU, (z / norm) * ReLU(norm + b) with norm = |z| + ε (ε outside the root, the
+# "outside" placement of unitary.modrelu_scale, with its 1e-12 in the root for a finite gradient
+# at z = 0): on [Re | Im], on a complex tensor, and the real version sign(z) ReLU(|z| + ε + b).
+# Bound here, not looked up at call time: bench/diagnostics.py swaps this module's
+# ``modrelu_complex``/``modrelu_real`` for recorders of the "inside" formula.
+modrelu_eurnn = partial(modrelu_complex, eps=EPS, placement="outside")
+modrelu_eurnn_cplx = partial(modrelu_cplx, eps=EPS, placement="outside")
+modrelu_eurnn_real = partial(modrelu_real, eps=EPS)
 
 
 class EURNN(RecurrentModel):
@@ -231,12 +223,11 @@ class EURNN(RecurrentModel):
             coef = self.coefficients()                                  # built once per forward
             step = lambda h: self.apply_layers(h, *coef)                # noqa: E731
             if self.is_complex:
-                hc = unroll_operator(torch.complex(xu[..., :n], xu[..., n:]),
-                                     torch.complex(self.h0[:, :n], self.h0[:, n:]), step,
-                                     lambda z: modrelu_eurnn_cplx(z, self.bias))
+                hc = unroll(torch.complex(xu[..., :n], xu[..., n:]), torch.complex(self.h0[:, :n], self.h0[:, n:]),
+                            step, lambda z: modrelu_eurnn_cplx(z, self.bias))
                 hs = torch.cat([hc.real, hc.imag], dim=-1)
             else:
-                hs = unroll_operator(xu, self.h0, step, lambda z: modrelu_eurnn_real(z, self.bias))
+                hs = unroll(xu, self.h0, step, lambda z: modrelu_eurnn_real(z, self.bias))
         return self.readout(hs[..., :n] if self.is_complex and self.readout_mode == "re" else hs)
 
     @torch.no_grad()

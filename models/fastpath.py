@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.errors import ConfigError, UnknownNameError
-from .unitary import MODRELU_EPS
+from .unitary import MODRELU_EPS, modrelu_real_, modrelu_scale_
 
 # Activations with their bias convention: "modrelu_complex" acts on a [Re | Im] state of 2n with
 # a bias of n; "modrelu_real" has a bias of d; the others take no bias (put it into xu).
@@ -102,16 +102,6 @@ def _scalars(Z: torch.Tensor, cfg) -> tuple[torch.Tensor, torch.Tensor]:
     return Z.new_tensor(cfg[2]), Z.new_tensor(cfg[1])
 
 
-def _modrelu_scale(Zc: torch.Tensor, bias, e_sqrt, e) -> tuple:
-    """|z|_eps, the scale s (bit for bit as in the forward loop) and |z|_eps + eps, for a block of steps."""
-    n = Zc.shape[-1] // 2
-    re, im = Zc[..., :n], Zc[..., n:]
-    mag = torch.mul(re, re).addcmul_(im, im).add_(e_sqrt).sqrt_()
-    den = torch.add(mag, e)
-    scale = torch.add(mag, bias).relu_().div_(den)
-    return mag, scale, den
-
-
 def _forward(Z: torch.Tensor, H: torch.Tensor, h0, W, bias, cfg) -> None:
     """Z (L, B, d) holds xu and receives the pre-activations; H receives the states (H may be Z)."""
     activation, eps, eps_sqrt, slope = cfg
@@ -119,27 +109,21 @@ def _forward(Z: torch.Tensor, H: torch.Tensor, h0, W, bias, cfg) -> None:
     h = h0.expand(B, d)
     if activation == "modrelu_complex":
         n = d // 2
-        m, s, den = Z.new_empty(B, n), Z.new_empty(B, 1, n), Z.new_empty(B, 1, n)   # scratch rows
-        s0, den0 = s[:, 0], den[:, 0]
+        m, den, s = Z.new_empty(B, n), Z.new_empty(B, n), Z.new_empty(B, 1, n)   # scratch rows
+        s0 = s[:, 0]
         # every per-step view made once, in C++ (Python indexing costs microseconds per view)
         Zs, Hs, Z3s, H3s = Z.unbind(0), H.unbind(0), Z.view(L, B, 2, n).unbind(0), H.view(L, B, 2, n).unbind(0)
         Re, Im = Z[..., :n].unbind(0), Z[..., n:].unbind(0)
         e_sqrt, e = _scalars(Z, cfg)
         for t in range(L):
             Zs[t].addmm_(h, W)
-            torch.mul(Re[t], Re[t], out=m)
-            m.addcmul_(Im[t], Im[t]).add_(e_sqrt).sqrt_()           # |z|_eps
-            torch.add(m, bias, out=s0).relu_()
-            torch.add(m, e, out=den0)
-            s.div_(den)                                             # ReLU(|z| + b) / (|z| + eps)
+            modrelu_scale_(Re[t], Im[t], bias, e_sqrt, e, out=(m, s0, den))   # s = ReLU(|z| + b) / (|z| + eps)
             torch.mul(Z3s[t], s, out=H3s[t])
             h = Hs[t]
     elif activation == "modrelu_real":
         a = Z.new_empty(B, d)
         for z, h_next in zip(Z.unbind(0), H.unbind(0)):
-            z.addmm_(h, W)
-            torch.abs(z, out=a).add_(bias).relu_()
-            h = torch.sign(z, out=h_next).mul_(a)                 # H may be Z: z is read first
+            h = modrelu_real_(z.addmm_(h, W), bias, a, h_next)      # H may be Z
     else:
         act = {"leaky_relu": lambda z: F.leaky_relu_(z, slope), "tanh": torch.tanh_,
                "identity": lambda z: z}[activation]
@@ -185,7 +169,7 @@ class _Recurrence(torch.autograd.Function):
                 t1 = min(t0 + k, L)
                 # dL/dz = s g + c z <g, z> per complex unit, c = (ds/d|z|) / |z|
                 # = (eps - b) / ((|z| + eps)^2 |z|) where the ReLU passes, else s = c = 0
-                mag, S, den = _modrelu_scale(Z[t0:t1], bias, e_sqrt, e)
+                mag, S, den = modrelu_scale_(Z[t0:t1, ..., :n], Z[t0:t1, ..., n:], bias, e_sqrt, e)
                 off = S == 0
                 c = torch.mul(den, den).mul_(mag)
                 torch.div(eps - bias, c, out=c).masked_fill_(off, 0)

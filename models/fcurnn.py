@@ -18,8 +18,8 @@ from torch import nn
 
 from bench.errors import UnknownNameError
 
-from .base import RecurrentModel, glorot_
-from .unitary import complex_to_real_block, modrelu_complex, unitarity_error, unroll
+from .base import glorot_
+from .complex_rnn import ComplexModReLURNN
 from .urnn import fixed_permutation, restricted_unitary
 
 
@@ -41,7 +41,7 @@ def _init_haar(n: int) -> torch.Tensor:
 INITS = {"rand": _init_rand, "haar": _init_haar, "identity": lambda n: torch.eye(n, dtype=torch.complex128)}
 
 
-class FCURNN(RecurrentModel):
+class FCURNN(ComplexModReLURNN):
     """Full-capacity uRNN.
 
     Args:
@@ -75,13 +75,7 @@ class FCURNN(RecurrentModel):
         super().__init__(d_input, d_output, n_hidden)
         n = n_hidden
         self.W = nn.Parameter(torch.view_as_real(INITS[init](n)).float().contiguous())   # (n, n, 2)
-        self.U = nn.Parameter(glorot_(torch.empty(d_input, 2 * n)))                      # [Re V | Im V]
-        self.bias = nn.Parameter(torch.empty(n).uniform_(-0.01, 0.01))                   # modReLU bias
-        bound = (3.0 / (2 * n)) ** 0.5
-        self.h0 = nn.Parameter(torch.empty(1, 2 * n).uniform_(-bound, bound))
-        self.readout = nn.Linear(2 * n, d_output)
-        glorot_(self.readout.weight.data.T)
-        nn.init.zeros_(self.readout.bias)
+        self.init_io(h0_bound=(3.0 / (2 * n)) ** 0.5)                                   # U is [Re V | Im V]
 
     @classmethod
     def n_params(cls, n: int, d_input: int, d_output: int, *, init: str = "rand") -> int:
@@ -99,18 +93,8 @@ class FCURNN(RecurrentModel):
         return super().count_params() - self.n_hidden ** 2
 
     def param_groups(self):
-        return {"W": [self.W], "other": [self.U, self.bias, self.h0, *self.readout.parameters()]}
+        return {"W": [self.W], "other": self.io_parameters()}
 
     def recurrent_matrix(self) -> torch.Tensor:
         """Complex (n, n) W (a view of the stored parameter), row convention."""
         return torch.view_as_complex(self.W)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # (B, L, m) -> (B, L, p)
-        W = complex_to_real_block(self.recurrent_matrix())
-        hs = unroll(x @ self.U, self.h0, W, lambda z: modrelu_complex(z, self.bias))
-        return self.readout(hs)
-
-    @torch.no_grad()
-    def unitarity_error(self) -> float:
-        return unitarity_error(self.recurrent_matrix())

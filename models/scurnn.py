@@ -11,21 +11,11 @@ import math
 import torch
 from torch import nn
 
-from .base import RecurrentModel, glorot_
-from .unitary import (
-    cayley_block_init,
-    complex_to_real_block,
-    modrelu_complex,
-    scale_grad,
-    scaled_cayley,
-    skew_hermitian,
-    unitarity_error,
-    unroll,
-)
-from .fastpath import recurrence
+from .complex_rnn import ComplexModReLURNN
+from .unitary import cayley_block_init, modrelu_complex, scale_grad, scaled_cayley, skew_hermitian, unitarity_error, unroll
 
 
-class SCURNN(RecurrentModel):
+class SCURNN(ComplexModReLURNN):
     """scuRNN.
 
     Args:
@@ -65,12 +55,7 @@ class SCURNN(RecurrentModel):
         self.A_re = nn.Parameter(cayley_block_init(n, high=init_high).float())   # strict upper of Re A
         self.A_im = nn.Parameter(torch.zeros(n * (n + 1) // 2))                  # upper+diag of Im A
         self.theta = nn.Parameter(torch.rand(n) * 2 * math.pi)
-        self.U = nn.Parameter(glorot_(torch.empty(d_input, 2 * n)))              # [Re U | Im U]
-        self.bias = nn.Parameter(torch.empty(n).uniform_(-0.01, 0.01))           # modReLU bias
-        self.h0 = nn.Parameter(torch.empty(1, 2 * n).uniform_(-0.01, 0.01))      # away from modReLU's singular zone
-        self.readout = nn.Linear(2 * n, d_output)
-        glorot_(self.readout.weight.data.T)
-        nn.init.zeros_(self.readout.bias)
+        self.init_io(h0_bound=0.01)                                              # h0 away from modReLU's singular zone
         rows, cols = torch.triu_indices(n, n, offset=0)
         self.reference_gradient = reference_gradient
         self.register_buffer("_im_grad_scale", torch.where(rows == cols, 1.0, 0.5), persistent=False)
@@ -82,8 +67,7 @@ class SCURNN(RecurrentModel):
         return n * n + n + n + 2 * n * d_input + 2 * n * d_output + d_output + 2 * n
 
     def param_groups(self):
-        return {"A": [self.A_re, self.A_im], "D": [self.theta],
-                "other": [self.U, self.bias, self.h0, *self.readout.parameters()]}
+        return {"A": [self.A_re, self.A_im], "D": [self.theta], "other": self.io_parameters()}
 
     def skew_hermitian_A(self) -> torch.Tensor:
         re, im = self.A_re, self.A_im
@@ -100,14 +84,9 @@ class SCURNN(RecurrentModel):
         return scaled_cayley(A, d, solve_dtype=solve)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # (B, L, m) -> (B, L, p)
-        W = complex_to_real_block(self.recurrent_matrix())          # built once per forward
-        xu = x @ self.U                                              # (B, L, 2n)
-        if self.fast:
-            hs = recurrence(xu, self.h0, W, self.bias, "modrelu_complex")
-        else:
-            hs = unroll(xu, self.h0, W, lambda z: modrelu_complex(z, self.bias))
-        return self.readout(hs)
+        # (B, L, m) -> (B, L, p). Its own, not ComplexModReLURNN's: bench/diagnostics.py swaps the
+        # ``unroll`` and ``modrelu_complex`` of this module (tests/test_leaderboard.py checks it).
+        return self.readout(self.states(x @ self.U, unroll, modrelu_complex))
 
     @torch.no_grad()
     def unitarity_error(self) -> float:

@@ -10,9 +10,12 @@ import math
 
 import torch
 
+from bench.errors import UnknownNameError
+
 # ε of the reference modReLU (scuRNN.py, stwisdom/urnn models.py): inside the root and in the
-# denominator.
+# denominator, the placement "inside" of ``modrelu_scale`` (EUNN-tensorflow's is "outside").
 MODRELU_EPS = 1e-5
+MODRELU_PLACEMENTS = ("inside", "outside")
 
 
 class _ScaleGrad(torch.autograd.Function):
@@ -78,10 +81,19 @@ def scaled_cayley(A: torch.Tensor, d: torch.Tensor, *, solve_dtype: torch.dtype 
     work = solve_dtype or out_dtype
     if out_dtype.is_complex and not work.is_complex:
         work = torch.complex128 if work == torch.float64 else torch.complex64
-    A_ = A.to(work)
-    eye = torch.eye(A.shape[-1], dtype=work, device=A.device)
-    K = torch.linalg.solve(eye + A_, eye - A_)
-    return (K * d.to(work).unsqueeze(-2)).to(out_dtype)
+    return (cayley(A.to(work)) * d.to(work).unsqueeze(-2)).to(out_dtype)
+
+
+def cayley(A: torch.Tensor, right: torch.Tensor | None = None) -> torch.Tensor:
+    """The Cayley map ``(I + A)^{-1} (I - A)``, times ``right`` if given, by one linear solve in
+    ``A``'s dtype (never an inverse).
+
+    Used by ``scaled_cayley`` (scoRNN's and scuRNN's W) and by the multiplicative Cayley step of
+    the full-capacity uRNN (``bench/optim.py``, ``CayleyStep``: ``A`` = lr/2 times the
+    skew-Hermitian direction, ``right`` = W).
+    """
+    eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
+    return torch.linalg.solve(eye + A, eye - A if right is None else (eye - A) @ right)
 
 
 def complex_to_real_block(W: torch.Tensor) -> torch.Tensor:
@@ -90,21 +102,69 @@ def complex_to_real_block(W: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.cat([X, Y], dim=1), torch.cat([-Y, X], dim=1)], dim=0)
 
 
-def modrelu_complex(z: torch.Tensor, bias: torch.Tensor, eps: float = MODRELU_EPS) -> torch.Tensor:
-    """modReLU of the paper's eq. (5) on a real ``[Re | Im]`` row of length 2n.
+def modrelu_scale(sq: torch.Tensor, bias: torch.Tensor, eps: float = MODRELU_EPS,
+                  placement: str = "inside") -> torch.Tensor:
+    """The factor s of a complex modReLU ``z -> s z`` per complex unit, from ``sq = Re^2 + Im^2``.
 
-    ``z * ReLU(|z|_eps + b) / (|z|_eps + eps)`` with ``|z|_eps = sqrt(Re^2 + Im^2 + eps)``.
+    ``placement`` says where ε sits; the two are different formulas, each a reference code's own:
+
+    - ``"inside"`` (the paper's eq. (5) as scuRNN.py and stwisdom/urnn models.py compute it):
+      ``s = ReLU(|z|_eps + b) / (|z|_eps + eps)`` with ``|z|_eps = sqrt(|z|^2 + eps)``;
+    - ``"outside"`` (EUNN-tensorflow): ``s = ReLU(|z|_e + b) / |z|_e`` with
+      ``|z|_e = sqrt(|z|^2 + 1e-12) + eps``; the 1e-12 keeps the gradient finite at z = 0.
+    """
+    if placement == "inside":
+        mag = torch.sqrt(sq + eps)
+        return torch.relu(mag + bias) / (mag + eps)
+    if placement == "outside":
+        norm = torch.sqrt(sq + 1e-12) + eps
+        return torch.relu(norm + bias) / norm
+    raise UnknownNameError(f"unknown modReLU placement {placement!r}; known placements: {', '.join(MODRELU_PLACEMENTS)}")
+
+
+def modrelu_complex(z: torch.Tensor, bias: torch.Tensor, eps: float = MODRELU_EPS,
+                    placement: str = "inside") -> torch.Tensor:
+    """Complex modReLU (``modrelu_scale``) on a real ``[Re | Im]`` row of length 2n.
+
+    Default: the paper's eq. (5), ``z * ReLU(|z|_eps + b) / (|z|_eps + eps)`` with
+    ``|z|_eps = sqrt(Re^2 + Im^2 + eps)``.
     """
     n = bias.shape[-1]
     re, im = z[..., :n], z[..., n:]
-    mag = torch.sqrt(re * re + im * im + eps)
-    scale = torch.relu(mag + bias) / (mag + eps)
+    scale = modrelu_scale(re * re + im * im, bias, eps, placement)
     return z * torch.cat([scale, scale], dim=-1)
 
 
-def modrelu_real(z: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """Real modReLU of scoRNN/expRNN: ``sign(z) * ReLU(|z| + b)``."""
-    return torch.sign(z) * torch.relu(z.abs() + bias)
+def modrelu_cplx(z: torch.Tensor, bias: torch.Tensor, eps: float = MODRELU_EPS,
+                 placement: str = "inside") -> torch.Tensor:
+    """``modrelu_complex`` on a complex tensor (same formula, same ε)."""
+    return z * modrelu_scale(z.real * z.real + z.imag * z.imag, bias, eps, placement)
+
+
+def modrelu_real(z: torch.Tensor, bias: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
+    """Real modReLU ``sign(z) * ReLU(|z| + b)`` of scoRNN/expRNN; EURNN's real version adds its
+    ε to |z| (``sign(z) * ReLU(|z| + eps + b)``)."""
+    mag = z.abs() + eps if eps else z.abs()
+    return torch.sign(z) * torch.relu(mag + bias)
+
+
+def modrelu_scale_(re: torch.Tensor, im: torch.Tensor, bias: torch.Tensor, eps_sqrt: torch.Tensor,
+                   eps: torch.Tensor, out: tuple = (None, None, None)) -> tuple:
+    """The fast path's ``modrelu_scale`` ("inside" form, eps_sqrt in the root): in-place ops
+    written into ``out = (mag, s, den)`` when given (models/fastpath.py's per-step scratch) and
+    the same ops, bit for bit, on fresh tensors otherwise. Returns (|z|_eps, s, |z|_eps + eps)."""
+    mag, s, den = out
+    mag = torch.mul(re, re, out=mag).addcmul_(im, im).add_(eps_sqrt).sqrt_()   # |z|_eps
+    den = torch.add(mag, eps, out=den)
+    s = torch.add(mag, bias, out=s).relu_().div_(den)                           # ReLU(|z| + b) / (|z| + eps)
+    return mag, s, den
+
+
+def modrelu_real_(z: torch.Tensor, bias: torch.Tensor, scratch: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """The fast path's ``modrelu_real`` with in-place ops: writes it into ``out`` (which may be z:
+    z is read first) through ``scratch`` of z's shape."""
+    torch.abs(z, out=scratch).add_(bias).relu_()
+    return torch.sign(z, out=out).mul_(scratch)
 
 
 def cayley_block_init(n: int, *, high: float = math.pi / 2, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -123,17 +183,21 @@ def cayley_block_init(n: int, *, high: float = math.pi / 2, generator: torch.Gen
     return free
 
 
-def unroll(xu: torch.Tensor, h0: torch.Tensor, W: torch.Tensor, activation) -> torch.Tensor:
+def unroll(xu: torch.Tensor, h0: torch.Tensor, W, activation) -> torch.Tensor:
     """Plain recurrence ``h_t = activation(xu_t + h_{t-1} W)`` over all steps.
 
     xu: (B, L, d) input projections for every step (one GEMM outside the loop);
-    h0: (1, d) or (B, d); W: (d, d). Returns (B, L, d). Nothing here synchronises the device.
+    h0: (1, d) or (B, d); W: the (d, d) matrix (one ``addmm`` per step), or a function
+    ``h -> h W`` for a recurrent operator that costs less to apply than to multiply out
+    (urnn: O(n log n), eurnn: O(Ln) per step; then ``xu_t + W(h)``). Returns (B, L, d).
+    Nothing here synchronises the device.
     """
     h = h0.expand(xu.shape[0], -1)
+    operator = callable(W)
     outs = []
     # unbind, not xu[:, t]: the backward of each slice would allocate a full (B, L, d) zero tensor
     for x_t in xu.unbind(1):
-        h = activation(torch.addmm(x_t, h, W))
+        h = activation(x_t + W(h) if operator else torch.addmm(x_t, h, W))
         outs.append(h)
     return torch.stack(outs, dim=1)
 

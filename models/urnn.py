@@ -16,8 +16,9 @@ from torch import nn
 
 from bench.errors import ConfigError
 
-from .base import RecurrentModel, glorot_
-from .unitary import MODRELU_EPS, complex_to_real_block, modrelu_complex, unitarity_error, unroll
+from .base import glorot_
+from .complex_rnn import ComplexModReLURNN
+from .unitary import modrelu_cplx
 
 PERMUTATION_SEED = 1234
 
@@ -74,27 +75,7 @@ def dense_is_faster(n: int, layers: float, device: torch.device) -> bool:
     return n <= 32 * (layers + 6)
 
 
-def unroll_operator(xu: torch.Tensor, h0: torch.Tensor, apply_W, activation) -> torch.Tensor:
-    """``h_t = activation(xu_t + apply_W(h_{t-1}))`` for a recurrent operator given as a function.
-
-    The factored counterpart of ``unitary.unroll`` (which takes a dense matrix), for models whose
-    W costs less to apply than to multiply out (urnn: O(n log n), eurnn: O(Ln) per step).
-    """
-    h = h0.expand(xu.shape[0], -1)
-    outs = []
-    for xu_t in xu.unbind(1):      # unbind, not xu[:, t]: its backward is one stack, not T full-size zeros
-        h = activation(xu_t + apply_W(h))
-        outs.append(h)
-    return torch.stack(outs, dim=1)
-
-
-def modrelu_cplx(z: torch.Tensor, bias: torch.Tensor, eps: float = MODRELU_EPS) -> torch.Tensor:
-    """``unitary.modrelu_complex`` on a complex tensor (same formula, same ε)."""
-    mag = torch.sqrt(z.real * z.real + z.imag * z.imag + eps)
-    return z * (torch.relu(mag + bias) / (mag + eps))
-
-
-class URNN(RecurrentModel):
+class URNN(ComplexModReLURNN):
     """Restricted-capacity uRNN.
 
     Args:
@@ -130,13 +111,7 @@ class URNN(RecurrentModel):
         self.theta = nn.Parameter(torch.empty(3, n).uniform_(-math.pi, math.pi))     # D1, D2, D3
         self.reflections = nn.Parameter(glorot_(torch.empty(2, 2 * n)))              # [Re v | Im v]
         self.register_buffer("perm", fixed_permutation(n))
-        self.U = nn.Parameter(glorot_(torch.empty(d_input, 2 * n)))                  # [Re V | Im V]
-        self.bias = nn.Parameter(torch.empty(n).uniform_(-0.01, 0.01))               # modReLU bias
-        bound = (3.0 / (2 * n)) ** 0.5
-        self.h0 = nn.Parameter(torch.empty(1, 2 * n).uniform_(-bound, bound))
-        self.readout = nn.Linear(2 * n, d_output)
-        glorot_(self.readout.weight.data.T)
-        nn.init.zeros_(self.readout.bias)
+        self.init_io(h0_bound=(3.0 / (2 * n)) ** 0.5)                                # U is [Re V | Im V]
 
     @classmethod
     def n_params(cls, n: int, d_input: int, d_output: int, *, dense: bool | None = None) -> int:
@@ -150,8 +125,7 @@ class URNN(RecurrentModel):
         super().valid_hidden(n)
 
     def param_groups(self):
-        return {"W": [self.reflections], "D": [self.theta],
-                "other": [self.U, self.bias, self.h0, *self.readout.parameters()]}
+        return {"W": [self.reflections], "D": [self.theta], "other": self.io_parameters()}
 
     def recurrent_matrix(self) -> torch.Tensor:
         """Complex (n, n) unitary matrix for the row convention h_t = ... + h_{t-1} W."""
@@ -160,20 +134,10 @@ class URNN(RecurrentModel):
     def use_dense(self, device: torch.device) -> bool:
         return self.dense if self.dense is not None else dense_is_faster(self.n_hidden, 6, device)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # (B, L, m) -> (B, L, p)
-        xu = x @ self.U                                           # (B, L, 2n)
-        if self.use_dense(x.device):
-            W = complex_to_real_block(self.recurrent_matrix())   # built once per forward
-            hs = unroll(xu, self.h0, W, lambda z: modrelu_complex(z, self.bias))
-        else:
-            n = self.n_hidden
-            d, v = urnn_factors(self.theta, self.reflections)    # built once per forward
-            hc = unroll_operator(torch.complex(xu[..., :n], xu[..., n:]), torch.complex(self.h0[:, :n], self.h0[:, n:]),
-                                 lambda h: apply_restricted(h, d, v, self.perm), lambda z: modrelu_cplx(z, self.bias))
-            hs = torch.cat([hc.real, hc.imag], dim=-1)
-        return self.readout(hs)
-
-    @torch.no_grad()
-    def unitarity_error(self) -> float:
-        return unitarity_error(self.recurrent_matrix())
+    def factored_states(self, xu: torch.Tensor, loop) -> torch.Tensor:
+        """The factors applied to the complex state at every step (O(n log n)) by ``loop`` (``unitary.unroll``)."""
+        n = self.n_hidden
+        d, v = urnn_factors(self.theta, self.reflections)    # built once per forward
+        hc = loop(torch.complex(xu[..., :n], xu[..., n:]), torch.complex(self.h0[:, :n], self.h0[:, n:]),
+                  lambda h: apply_restricted(h, d, v, self.perm), lambda z: modrelu_cplx(z, self.bias))
+        return torch.cat([hc.real, hc.imag], dim=-1)
