@@ -263,7 +263,11 @@ def test_grid_with_three_workers_runs_every_combination_exactly_once(tmp_path, m
         assert res["config"]["opts"]["A"] == [concrete("A", t.params["A.opt"]), t.params["A.lr"]]
         assert res["metrics"]["best_val_acc"] == pytest.approx(t.value)
     assert "16 complete" in proc.stdout
-    print(proc.stdout)    # which worker ran which trial
+    # the extra workers did work (a worker that crashed at start would also fail `bench sweep`'s
+    # exit code, checked above); the first one starts seconds earlier, so not necessarily all 3
+    pids = {t.user_attrs["owner"]["pid"] for t in study.trials}
+    assert len(pids) >= 2, proc.stdout
+    assert "exited with code" not in proc.stdout + proc.stderr
     # re-running the same command (here in-process, one worker) finds nothing left to do
     monkeypatch.chdir(tmp_path)
     assert main(["sweep", *TINY, *FAST, "--runs-dir", "runs", "--space", space, "--study", "grid3",

@@ -140,7 +140,9 @@ MOMENTS = {
 }
 
 
-@pytest.mark.parametrize("storage", ["journal", pytest.param("postgres", marks=pytest.mark.postgres)])
+# the PostgreSQL variants are slow-marked (the default run must stay under 10 minutes); .ci/run runs them
+@pytest.mark.parametrize("storage", ["journal", pytest.param("postgres", marks=[pytest.mark.postgres,
+                                                                              pytest.mark.slow])])
 @pytest.mark.parametrize("moment", list(MOMENTS))
 def test_kill_9_at_a_chosen_moment_loses_and_repeats_nothing(tmp_path, moment, storage, request):
     """A worker SIGKILLed at claim time, while reporting a validation, or after writing its
@@ -247,6 +249,7 @@ def test_sampler_seed_makes_tpe_reproducible(tmp_path):
     assert params[0] == params[1] and len(params[0]) == 3
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_a_stalled_worker_drops_its_retried_trial_quietly(tmp_path, pg_url):  # noqa: F811
     """SIGSTOP a worker past the heartbeat grace; another worker re-runs its trial; SIGCONT: the
@@ -293,6 +296,7 @@ def test_a_stalled_worker_drops_its_retried_trial_quietly(tmp_path, pg_url):  # 
 from test_sweep_postgres import pg_url  # noqa: E402,F401  (fixture)
 
 
+@pytest.mark.slow
 def test_a_timed_out_array_task_is_requeued_and_continues_its_trial(tmp_path, monkeypatch):
     """submitit's time-out/preemption signal (USR2) mid-trial: submitit checkpoints the worker and
     requeues the job; the trial goes back to the queue with its run folder, and the requeued job
@@ -374,6 +378,7 @@ def test_only_a_lost_database_connection_is_retried_and_not_forever(monkeypatch,
     assert len(calls) == 4
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_dropped_database_connections_lose_nothing(tmp_path, pg_url):  # noqa: F811
     """The server drops the sweep's connections twice while a trial trains, each time while the
