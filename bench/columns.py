@@ -27,8 +27,8 @@ class Column:
 FINAL_LOSS = Column("final train loss", ("final_train_loss",), "final_loss",
                     note="mean of the last 10 logged training-batch losses (the paper: loss at its last iteration)")
 FIRST_BELOW = Column("first step < baseline", ("first_step_below_baseline",), "first_step_below_baseline", "step",
-                     note="first logged training step at which the mean of the last 5 logged batch losses is below the memoryless baseline "
-                          "(resolution: the logging interval, 10 steps); 'reached k/n' when some seeds never got there")
+                     note="first logged training step at which the mean of the last 5 logged batch losses is "
+                          "below the memoryless baseline (resolution: the logging interval, 10 steps); 'reached k/n' when some seeds never got there")
 MSE_COLUMNS = (Column("val MSE", ("best_val_mse", "best_val_loss"), "val_mse", note="best validation MSE"),
                Column("eval MSE", ("best_ckpt_test_mse", "test_mse", "best_ckpt_test_loss"), "eval_mse",
                       note="test split at the best validation checkpoint"))

@@ -39,7 +39,8 @@ class RunConfig:
     grad_clip: float | None = None          # one global norm; the references use none
     scale: str = "quick"                    # "quick" (CPU minutes) or "paper" (the paper's protocol)
     data_dir: str | None = None
-    data_seed: int = 5544                   # = tasks.base.DEFAULT_DATA_SEED (a test checks; importing it here would pull in torch)
+    # = tasks.base.DEFAULT_DATA_SEED (a test checks; importing it here would pull in torch)
+    data_seed: int = 5544
     model_options: dict[str, Any] = field(default_factory=dict)
     device: str = "auto"
     runs_dir: str = "runs"

@@ -121,9 +121,10 @@ def preflight(sweep: Sweep) -> None:
 
 
 def claim(sweep: Sweep, study):
-    """Take one WAITING trial: (the trial, its user attributes while it waited), or None. At no moment is the trial RUNNING with nothing to show
-    whether its worker lives, so a worker killed at any point of the claim leaves a trial that is
-    re-queued: on a database its heartbeat is recorded before its state changes (Optuna fails a
+    """Take one WAITING trial: (the trial, its user attributes while it waited), or None.
+
+    At no moment is the trial RUNNING with nothing to show whether its worker lives, so a worker
+    killed at any point of the claim leaves a trial that is re-queued: on a database its heartbeat is recorded before its state changes (Optuna fails a
     RUNNING trial whose heartbeat goes stale); on a journal, which has no heartbeats, its owner
     is recorded first, under the study lock. Only public storage calls: Optuna's own pop is
     private, and ``Study.ask`` falls through to the sampler when nothing waits."""
