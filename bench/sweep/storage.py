@@ -101,7 +101,7 @@ def open_storage(spec: StorageSpec, heartbeat: int | None = None, *, create: boo
         # overflow connection may open for a moment. The study lock adds one only while a worker
         # holds it (study_lock). For hundreds of workers put pgbouncer (transaction pooling) in
         # front of the server.
-        kwargs["engine_kwargs"] = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True,
+        kwargs["engine_kwargs"] = {"connect_args": _pg_connect_args("storage"), "pool_pre_ping": True,
                                    "pool_size": 1, "max_overflow": 1, "pool_timeout": 60}
     if heartbeat:
         kwargs.update(heartbeat_interval=heartbeat, grace_period=2 * heartbeat,
@@ -178,7 +178,12 @@ def _lock_engine(url: str):
     import sqlalchemy
     from sqlalchemy.pool import NullPool
 
-    return sqlalchemy.create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 10})
+    return sqlalchemy.create_engine(url, poolclass=NullPool, connect_args=_pg_connect_args("lock"))
+
+
+def _pg_connect_args(role: str) -> dict:
+    # the application name tells a DBA (pg_stat_activity) which worker and which role holds a connection
+    return {"connect_timeout": 10, "application_name": f"bench-sweep {socket.gethostname()}:{os.getpid()} {role}"}
 
 
 @contextlib.contextmanager
