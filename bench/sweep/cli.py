@@ -142,9 +142,11 @@ def cmd_sweep(args) -> int:
     failed_workers = run_workers(sweep, args.workers)
     study = sweep.load()
     confirm_seeds(sweep, study, sweep.confirm_seeds)
+    has_best = best_trial(study) is not None
+    sweep.close()                       # the status below opens its own: one connection at a time
     args.study = sweep.name
     cmd_status(args)
-    if best_trial(study) is not None:
+    if has_best:
         print(f"reproduce the best trial: bench sweep best --study {shlex.quote(sweep.name)}{args.storage_ref}")
     if failed_workers:      # their trials were re-queued and run; the exit code still says so
         print(f"bench sweep: {failed_workers} worker process(es) exited with an error (see above)", file=sys.stderr)

@@ -96,13 +96,12 @@ def open_storage(spec: StorageSpec, heartbeat: int | None = None, *, create: boo
             raise StorageError(f"cannot open journal storage {path}: {exc.strerror or exc}") from None
     kwargs = {}
     if spec.url.startswith("postgresql"):
-        # one persistent connection per worker (the default pool keeps up to 5); Optuna nests a
-        # second session now and then, and the heartbeat thread may overlap the main one, so one
-        # overflow connection may open for a moment. The study lock adds one only while a worker
-        # holds it (study_lock). For hundreds of workers put pgbouncer (transaction pooling) in
-        # front of the server.
-        kwargs["engine_kwargs"] = {"connect_args": _pg_connect_args("storage"), "pool_pre_ping": True,
-                                   "pool_size": 1, "max_overflow": 1, "pool_timeout": 60}
+        # Exactly one connection per worker: the pool holds one, and its overflow of one serves
+        # only Optuna's construction (below). The heartbeat thread waits for the connection while
+        # the main thread uses it (each storage call holds it for one short transaction), and the
+        # study lock is taken on it (study_lock).
+        kwargs["engine_kwargs"] = {"connect_args": _pg_connect_args(), "pool_pre_ping": True,
+                                   "pool_size": 1, "max_overflow": 1, "pool_timeout": POOL_WAIT}
     if heartbeat:
         kwargs.update(heartbeat_interval=heartbeat, grace_period=2 * heartbeat,
                       heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
@@ -111,7 +110,19 @@ def open_storage(spec: StorageSpec, heartbeat: int | None = None, *, create: boo
 
     for attempt in range(3):
         try:
-            return reconnecting_storage_class()(spec.url, **kwargs)
+            if not spec.url.startswith("postgresql"):
+                return reconnecting_storage_class()(spec.url, **kwargs)
+            # Optuna's construction takes a second connection inside a first where it checks the
+            # tables' version (skipped here, done below on one) and, once in a database's life,
+            # where it creates and stamps them; after it, the worker never needs a second one.
+            storage = reconnecting_storage_class()(spec.url, skip_compatibility_check=True, **kwargs)
+            storage.engine.pool._max_overflow = 0     # QueuePool has no public setter for it
+            version, head = storage.get_current_version(), storage.get_head_version()
+            if version != head:
+                raise StorageError(f"the study database {spec.display} has Optuna's table schema {version}, this "
+                                   f"Optuna ({optuna.__version__}) needs {head}: run `optuna storage upgrade "
+                                   f"--storage URL` (or use the Optuna that made it)")
+            return storage
         except (IntegrityError, ProgrammingError):
             if attempt == 2:     # workers starting together may race to create the tables
                 raise
@@ -136,6 +147,9 @@ def _connection_lost(exc: BaseException) -> bool:
 
 # A lost connection is retried for about this long (a restarting server or a fail-over).
 RECONNECT_DELAYS = (0.5, 1, 2, 4, 8, 15, 30)
+# How long a thread waits for the worker's one connection: longer than a call that is
+# reconnecting takes to give up, so that waiting never fails where the call itself would not.
+POOL_WAIT = sum(RECONNECT_DELAYS) + 30
 
 
 def _reconnecting(method):
@@ -172,18 +186,9 @@ def reconnecting_storage_class():
     return type("ReconnectingRDBStorage", (base,), {n: _reconnecting(getattr(base, n)) for n in names})
 
 
-@functools.lru_cache(maxsize=None)
-def _lock_engine(url: str):
-    """Connections for the study lock only, opened for a try and closed after it (no pool)."""
-    import sqlalchemy
-    from sqlalchemy.pool import NullPool
-
-    return sqlalchemy.create_engine(url, poolclass=NullPool, connect_args=_pg_connect_args("lock"))
-
-
-def _pg_connect_args(role: str) -> dict:
-    # the application name tells a DBA (pg_stat_activity) which worker and which role holds a connection
-    return {"connect_timeout": 10, "application_name": f"bench-sweep {socket.gethostname()}:{os.getpid()} {role}"}
+def _pg_connect_args() -> dict:
+    # the application name tells a DBA (pg_stat_activity) which worker holds a connection
+    return {"connect_timeout": 10, "application_name": f"bench-sweep {socket.gethostname()}:{os.getpid()}"}
 
 
 @contextlib.contextmanager
@@ -193,16 +198,18 @@ def study_lock(spec: StorageSpec, storage, name: str):
         from sqlalchemy import text
 
         key = int.from_bytes(hashlib.sha256(f"bench-sweep:{name}".encode()).digest()[:8], "big", signed=True)
-        # A waiter polls with a connection it closes between tries instead of blocking on one:
-        # otherwise every worker starting together holds a second connection while it waits.
+        # The lock is a session-level advisory lock taken on the worker's one pooled connection
+        # (open_storage): it outlives the transaction that took it, and every storage call made
+        # while it is held runs on that same connection. A waiter polls rather than blocks, so
+        # that the connection stays free for its heartbeat between tries.
         from sqlalchemy.exc import OperationalError
 
-        engine = _lock_engine(spec.url)
         lost_since = None
         while True:
             try:
-                conn = engine.connect()
-                got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
+                with storage.engine.connect() as conn:
+                    got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
+                    conn.commit()
             except OperationalError as exc:     # the server restarts or fails over: wait for it a while
                 lost_since = lost_since or time.monotonic()
                 if time.monotonic() - lost_since > sum(RECONNECT_DELAYS):
@@ -210,19 +217,17 @@ def study_lock(spec: StorageSpec, storage, name: str):
                         from None
                 time.sleep(1)
                 continue
+            if got:
+                break
             lost_since = None
-            with conn:
-                if got:
-                    try:
-                        yield
-                    finally:
-                        # a dropped connection has released the lock already
-                        with contextlib.suppress(OperationalError):
-                            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                            conn.commit()
-                    return
-                conn.rollback()
             time.sleep(0.05 + 0.2 * random.random())
+        try:
+            yield
+        finally:
+            # a dropped connection has released the lock already
+            with contextlib.suppress(OperationalError), storage.engine.connect() as conn:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.commit()
         return
     path = spec.lock_path
     if path is None:

@@ -70,6 +70,12 @@ class Sweep:
     def lock(self):
         return study_lock(self.storage_spec, self.storage, self.name)
 
+    def close(self) -> None:
+        """Give back this process's database connection (a journal holds none)."""
+        engine = getattr(self.storage, "engine", None)
+        if engine is not None:
+            engine.dispose()
+
     def connect(self) -> "Sweep":
         """Open this process's storage (a spawned worker gets the sweep without one)."""
         self.storage = open_storage(self.storage_spec, self.heartbeat if self.storage_spec.kind == "rdb" else None)
