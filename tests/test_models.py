@@ -28,6 +28,12 @@ CASES = {
     "ornn": [{}, {"k": 3}],
     "exprnn": [{}, {"init": "cayley"}],
     "scurnn": [{}],
+    "lru": [{}, {"d_state": 16}, {"r_min": 0.9, "max_phase": 0.628}],
+    "s4d": [{}, {"d_state": 16}, {"dt_min": 1e-2, "dt_max": 1.0}],
+    "mingru": [{}, {"learn_h0": False}],
+    "minlstm": [{}, {"learn_h0": False}, {"forget_bias": 0.0}],
+    "dtriv": [{}, {"complex": True}, {"K": 0}, {"K": "inf"}, {"K": 1, "init": "cayley"}],
+    "nnrnn": [{}, {"nonlin": "tanh"}, {"block_triangular": True}, {"init": "cayley"}],
 }
 ALL = [(name, opts) for name in sorted(CASES) for opts in CASES[name]]
 IDS = [name + "".join(f"-{k}={v}" for k, v in opts.items()) for name, opts in ALL]
@@ -59,11 +65,11 @@ def test_every_registered_model_has_cases():
 def test_formula_equals_counted_scalars(name, opts, n, m, p):
     cls = get_model_class(name)
     model = build_model(name, m, p, n, **opts)
-    assert model.count_params() == cls.n_params(n, m, p, **opts)
+    assert model.count_params() == cls.param_count(n, m, p, **opts)
     # where storage exceeds the degrees of freedom, by exactly the documented amount
     stored = sum(q.numel() for q in model.parameters() if q.requires_grad)
     extra = {"gru": 2 * n, "fcurnn": n * n}.get(name, 0)
-    assert stored == cls.n_params(n, m, p, **opts) + extra
+    assert stored == cls.param_count(n, m, p, **opts) + extra
     # every trainable parameter in exactly one declared group
     groups = model.param_groups()
     assert set(groups) <= set(cls.groups)
@@ -96,7 +102,7 @@ CHECKED = [
 
 @pytest.mark.parametrize("name,opts,task,n,expected", CHECKED)
 def test_models_md_checked_examples(name, opts, task, n, expected):
-    assert get_model_class(name).n_params(n, *TASK_DIMS[task], **opts) == expected
+    assert get_model_class(name).param_count(n, *TASK_DIMS[task], **opts) == expected
 
 
 def _budget(text: str) -> float:
@@ -120,12 +126,12 @@ def test_paper_sizes_reproduce_paper_budgets():
     checked = 0
     for row in PAPER_SETTINGS:
         cls = get_model_class(row.model)
-        cls.valid_hidden(row.n_hidden, **row.options)
+        cls.check_hidden(row.n_hidden, **row.options)
         assert set(row.opts) <= set(cls.groups), row
         assert all(opt in known_optimizers() for opt, _ in row.opts.values()), row
         if row.budget is None:
             continue
-        count = cls.n_params(row.n_hidden, *TASK_DIMS[row.task], **row.options)
+        count = cls.param_count(row.n_hidden, *TASK_DIMS[row.task], **row.options)
         tol = 0.11 if (row.task, row.budget) == ("adding", "≈14k") else 0.05
         assert abs(count - _budget(row.budget)) <= tol * _budget(row.budget), (row.model, row.task, row.n_hidden, count)
         checked += 1
@@ -138,15 +144,15 @@ def test_hidden_for_budget_respects_constraints(name, opts):
     cls = get_model_class(name)
     for m, p in ((1, 10), (10, 9)):
         n = cls.hidden_for_budget(22_000, m, p, **opts)
-        cls.valid_hidden(n, **opts)
-        count = cls.n_params(n, m, p, **opts)
+        cls.check_hidden(n, **opts)
+        count = cls.param_count(n, m, p, **opts)
         # no valid size is closer to the budget
         for other in range(max(1, n // 2), 2 * n + 1):
             try:
-                cls.valid_hidden(other, **opts)
+                cls.check_hidden(other, **opts)
             except InvalidHiddenSizeError:
                 continue
-            assert abs(cls.n_params(other, m, p, **opts) - 22_000) >= abs(count - 22_000)
+            assert abs(cls.param_count(other, m, p, **opts) - 22_000) >= abs(count - 22_000)
     if opts.get("style") == "fft":
         assert n & (n - 1) == 0
 
@@ -302,8 +308,12 @@ def _train(model, steps, opts, T=10):
         model.post_step()
 
 
-@pytest.mark.parametrize("name,opts", [c for c in ALL if c[0] not in ("lstm", "gru", "fcurnn")],
-                         ids=[i for c, i in zip(ALL, IDS) if c[0] not in ("lstm", "gru", "fcurnn")])
+# the models that claim a unitary W (fcurnn's float32 drift is bounded below, not kept under 1e-5)
+UNITARY = [(c, i) for c, i in zip(ALL, IDS) if c[0] != "fcurnn" and build_model(c[0], 3, 2, 8, **c[1]).unitarity_error()
+           is not None]
+
+
+@pytest.mark.parametrize("name,opts", [c for c, _ in UNITARY], ids=[i for _, i in UNITARY])
 def test_stays_unitary_after_200_steps_float32(name, opts):
     torch.manual_seed(5)
     model = build_model(name, 3, 2, 16, **opts)
@@ -421,7 +431,7 @@ def test_invalid_sizes_raise_their_exact_error(name, n, opts, message):
     cls = get_model_class(name)
     if n > 0:
         with pytest.raises(InvalidHiddenSizeError, match=message):
-            cls.valid_hidden(n, **opts)
+            cls.check_hidden(n, **opts)
     with pytest.raises(InvalidHiddenSizeError, match=message):
         build_model(name, 2, 1, n, **opts)
 
@@ -467,7 +477,7 @@ def test_trains_through_run_and_loss_goes_down(tmp_path, name, task, seq_len):
                     runs_dir=str(tmp_path), wandb="disabled", quiet=True)
     result = run(cfg)
     assert result["status"] == "completed", result["error"]
-    assert result["n_params"] == cls.n_params(16, *TASK_DIMS[task], **cfg.model_options)
+    assert result["n_params"] == cls.param_count(16, *TASK_DIMS[task], **cfg.model_options)
     # the same initial model as the run's (same seed), on the same validation data
     pl.seed_everything(cfg.seed, verbose=False)
     model = build_model(name, *TASK_DIMS[task], 16, **cfg.model_options)
