@@ -33,6 +33,7 @@ class Sweep:
     sampler_seed: int | None = None
     storage: object = None
     meta: dict = field(default_factory=dict)
+    _study_id: int | None = field(default=None, repr=False)
 
     @property
     def label(self) -> str:
@@ -69,6 +70,12 @@ class Sweep:
 
     def lock(self):
         return study_lock(self.storage_spec, self.storage, self.name)
+
+    def study_id(self) -> int:
+        """The study's id in its storage (looked up once: workers poll for trials every few seconds)."""
+        if self._study_id is None:
+            self._study_id = self.storage.get_study_id_from_name(self.name)
+        return self._study_id
 
     def close(self) -> None:
         """Give back this process's database connection (a journal holds none)."""

@@ -87,19 +87,25 @@ def _left_folders(ua: dict) -> list[Path]:
     return [Path(f) for f in (ua.get("resume_dir"), ua.get("run_dir") if dead else None) if f]
 
 
-def _resume_from(ua: dict, label: str) -> str | None:
-    """A left folder whose run has a checkpoint to continue from and no result yet. One with
-    neither (its worker died before the first checkpoint) holds nothing worth keeping and
-    nothing refers to it: it is removed, so the point keeps one run folder."""
+def _discard_empty(ua: dict, label: str) -> None:
+    """Remove the left folders with neither a result nor a checkpoint (their worker died before
+    its first checkpoint): they hold nothing worth keeping and nothing refers to them, so the
+    point keeps one run folder."""
     from bench.preemption import resume_checkpoint
 
     for folder in _left_folders(ua):
-        if (folder / "result.json").exists() or not folder.is_dir():
-            continue
-        if resume_checkpoint(folder):
+        if folder.is_dir() and not (folder / "result.json").exists() and not resume_checkpoint(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+            print(f"[{label}] removed {folder}: its worker died before its first checkpoint", flush=True)
+
+
+def _resume_from(ua: dict) -> str | None:
+    """A left folder whose run has a checkpoint to continue from and no result yet."""
+    from bench.preemption import resume_checkpoint
+
+    for folder in _left_folders(ua):
+        if folder.is_dir() and not (folder / "result.json").exists() and resume_checkpoint(folder):
             return str(folder)
-        shutil.rmtree(folder, ignore_errors=True)
-        print(f"[{label}] removed {folder}: its worker died before its first checkpoint", flush=True)
     return None
 
 
@@ -146,7 +152,8 @@ def run_trial(sweep: Sweep, study, trial, inherited: dict) -> str:
 
     ua = inherited
     retried_from = ua.get("retried_from", ua.get("number"))   # a retry inherits the failed trial's attrs
-    resume, left = _resume_from(ua, sweep.label), _left_result(ua)
+    _discard_empty(ua, sweep.label)
+    resume, left = _resume_from(ua), _left_result(ua)
     trial.set_user_attr("number", trial.number)
     if retried_from is not None:
         trial.set_user_attr("retried_from", retried_from)

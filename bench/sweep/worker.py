@@ -124,15 +124,16 @@ def claim(sweep: Sweep, study):
     """Take one WAITING trial: (the trial, its user attributes while it waited), or None.
 
     At no moment is the trial RUNNING with nothing to show whether its worker lives, so a worker
-    killed at any point of the claim leaves a trial that is re-queued: on a database its heartbeat is recorded before its state changes (Optuna fails a
-    RUNNING trial whose heartbeat goes stale); on a journal, which has no heartbeats, its owner
-    is recorded first, under the study lock. Only public storage calls: Optuna's own pop is
+    killed at any point of the claim leaves a trial that is re-queued: on a database its
+    heartbeat is recorded before its state changes (Optuna fails a RUNNING trial whose heartbeat
+    goes stale); on a journal, which has no heartbeats, its owner is recorded first, under the
+    study lock. Only public storage calls: Optuna's own pop is
     private, and ``Study.ask`` falls through to the sampler when nothing waits."""
     import optuna
     from optuna.trial import TrialState
 
     storage = sweep.storage
-    study_id = storage.get_study_id_from_name(sweep.name)
+    study_id = sweep.study_id()
     # listed through the study: Optuna's storage cache then knows these trials (optuna.Trial needs it)
     for waiting in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, waiting.number)
