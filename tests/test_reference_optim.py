@@ -207,7 +207,10 @@ def test_options_override_the_named_rule():
 # ---- each model's generic names mean its own reference's rules ------------------------------------
 EXPECTED_FAMILY = {"scurnn": {"A": "scurnn", "D": "tf", "other": "tf"}, "scornn": "tf", "lstm": "tf",
                    "eurnn": "tf", "urnn": "theano", "fcurnn": "theano", "exprnn": "torch", "gru": "torch",
-                   "ornn": "torch"}
+                   "ornn": "torch",
+                   # not in the paper; their codes train with PyTorch's rules (minimal-LRU: optax Adam, the same rule)
+                   "dtriv": "torch", "nnrnn": "torch", "lru": "torch", "s4d": "torch", "mingru": "torch",
+                   "minlstm": "torch"}
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))
