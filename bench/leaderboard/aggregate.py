@@ -1,5 +1,6 @@
 """Aggregation (pure): result dicts to rows, one per (task, model, config_hash), with the
-statistics over seeds, the budget label and the paper's values for the same setting.
+statistics over seeds, the budget label, the paper protocol the runs are under and the paper's
+values for the same setting under that protocol (bench/paper.py ``PROTOCOLS``).
 
 As a second guard, the key also holds the sequence length, training budget, batch size,
 hidden size, data seed and a hash of the task's recorded facts (``task_info``: data split,
@@ -15,8 +16,9 @@ import statistics
 from dataclasses import dataclass, field
 
 from bench.columns import Column
+from bench.paper import PROTOCOLS, paper_rows, run_protocol
 
-from .facts import columns_for, paper_scale
+from .facts import columns_for
 
 
 @dataclass
@@ -63,6 +65,9 @@ class Row:
     baseline: float | None = None
     columns: list[Column] = field(default_factory=list)
     fallback: str | None = None           # result.json's sentence when no paper row gave the settings
+    protocol: str | None = None           # the paper protocol the runs are under (bench/paper.py PROTOCOLS)
+    no_paper: str | None = None           # why this row's protocol has no paper numbers, if it has none
+    paper_level: str | None = None        # how ``paper`` was checked (bench/paper.py LEVELS)
 
     @property
     def n(self) -> int:
@@ -98,16 +103,32 @@ def budget_label(c: dict) -> str:
     return f"{text} × {batch}" if batch else text
 
 
-def paper_values(model: str, task: str, n_hidden, seq_len) -> tuple[dict, str | None]:
-    """The paper's reported numbers for exactly this model, task, hidden size and length."""
-    from bench.paper import paper_rows
-
-    paper_len = paper_scale(task).get("seq_len")   # a task this checkout does not know: only explicit-length rows match
+def paper_values(model: str, task: str, n_hidden, protocol: str | None):
+    """The paper's reported numbers for exactly this model, task and hidden size under ``protocol``,
+    and the row they come from (its ``source``, ``level``); ``({}, None)`` if there are none."""
     for s in paper_rows(model, task):
-        row_len = s.seq_len if s.seq_len is not None else (paper_len if seq_len is not None else None)
-        if s.reported and s.n_hidden == n_hidden and row_len == seq_len:
-            return dict(s.reported), s.source
+        if s.reported and s.n_hidden == n_hidden and protocol is not None and s.protocol == protocol:
+            return dict(s.reported), s
     return {}, None
+
+
+def protocol_label(row: Row) -> str:
+    """The row's protocol id, or for runs under none of the paper's, the task and length."""
+    if row.protocol:
+        return row.protocol
+    return row.task + (f"/T={row.seq_len}" if row.seq_len is not None else "")
+
+
+def protocol_groups(rows: list[Row]) -> list[list[Row]]:
+    """``rows`` of one task split by protocol, so no column holds numbers of two protocols: the
+    paper's protocols in their declared order, then runs under none of them, by length and reason."""
+    order = list(PROTOCOLS)
+    groups: dict[tuple, list[Row]] = {}
+    for r in rows:
+        groups.setdefault((r.protocol, protocol_label(r), r.no_paper), []).append(r)
+    keyed = sorted(groups.items(), key=lambda kv: (kv[0][0] is None, order.index(kv[0][0]) if kv[0][0] in order else 0,
+                                                   kv[1][0].seq_len or 0, kv[0][1], kv[0][2] or ""))
+    return [g for _, g in keyed]
 
 
 def aggregate(results: list[dict]) -> list[Row]:
@@ -139,16 +160,18 @@ def aggregate(results: list[dict]) -> list[Row]:
             used = next((k for k in col.keys if any(r["metrics"].get(k) is not None for r in done)), col.keys[0])
             cells[col.label] = stat([r["metrics"].get(used) for r in done], len(done), used)
         n_hidden = first.get("n_hidden", c.get("n_hidden"))
-        paper, source = paper_values(first["model"], first["task"], n_hidden, c.get("seq_len"))
+        protocol, no_paper = run_protocol(first["task"], c, first.get("task_info"), first.get("n_params"))
+        paper, prow = paper_values(first["model"], first["task"], n_hidden, protocol)
         rows.append(Row(
             task=first["task"], model=first["model"], config_hash=first["config_hash"], n_hidden=n_hidden,
             n_params=sorted({r.get("n_params") for r in runs if r.get("n_params") is not None}),
             seq_len=c.get("seq_len"), budget=budget_label(c), scale=c.get("scale"), config=c, runs=done,
             seeds=[r["seed"] for r in done], failed=failed, superseded=superseded, cells=cells,
             paper={col.label: paper[col.paper] for col in columns if col.paper in paper},
-            paper_source=source, wall_time=stat([r.get("wall_time_s") for r in done]),
+            paper_source=prow.source if prow else None, wall_time=stat([r.get("wall_time_s") for r in done]),
             baseline=(first.get("task_info") or {}).get("baseline"), columns=columns,
-            fallback=first.get("fallback"),
+            fallback=first.get("fallback"), protocol=protocol, no_paper=no_paper,
+            paper_level=prow.level if prow else None,
         ))
     rows.sort(key=lambda r: (r.task, r.seq_len or 0, r.config.get("max_steps") or 0, r.config.get("max_epochs") or 0,
                              r.model, r.n_hidden or 0, r.config_hash))

@@ -1,7 +1,8 @@
 """Reading the runs folder: every usable ``result.json``, what was skipped and why, and the
 ``diagnostics.json`` beside a result.
 
-A corrupt or partial ``result.json`` and stray ``.tmp-*`` files are reported and skipped.
+A corrupt or partial ``result.json``, one whose fields have the wrong JSON types (``FIELDS``),
+and stray ``.tmp-*`` files are reported and skipped, one line each naming the file and the field.
 """
 from __future__ import annotations
 
@@ -15,6 +16,22 @@ from bench.results import RESULT_FILE
 REQUIRED_KEYS = ("config", "status", "task", "model", "config_hash", "seed", "metrics")
 DIAGNOSTICS_FILE = "diagnostics.json"
 
+# The JSON type of every field the leaderboard reads, and whether null is allowed. A record with
+# another type in one of them is skipped like a corrupt file, with the field named.
+STR, INT, NUMBER, OBJECT = (("a string", (str,)), ("an integer", (int,)), ("a number", (int, float)),
+                             ("an object", (dict,)))
+FIELDS = {
+    "status": (STR, False), "task": (STR, False), "model": (STR, False), "config_hash": (STR, False),
+    "seed": (INT, False), "config": (OBJECT, False), "metrics": (OBJECT, False),
+    "n_hidden": (INT, True), "n_params": (INT, True), "task_info": (OBJECT, True), "metric": (OBJECT, True),
+    "metric.name": (STR, True), "wall_time_s": (NUMBER, True), "curves": (STR, True), "fallback": (STR, True),
+    "hardware": (OBJECT, True), "hardware.gpu": (STR, True), "code_version": (OBJECT, True),
+    "code_version.git_sha": (STR, True), "task_info.baseline": (NUMBER, True),
+    **{f"config.{k}": (INT, True)
+       for k in ("seq_len", "max_steps", "max_epochs", "batch_size", "n_hidden", "data_seed")},
+    "config.scale": (STR, True), "config.opts": (OBJECT, True), "config.model_options": (OBJECT, True),
+}
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -22,16 +39,44 @@ class Problem:
     reason: str
 
 
+def _get(data: dict, path: str):
+    """(present, value) of a dotted path; a missing parent counts as absent (its own check reports a bad one)."""
+    for part in path.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return False, None
+        data = data[part]
+    return True, data
+
+
+def _type_problem(path: str, value, kind: tuple[str, tuple], nullable: bool) -> str | None:
+    name, types = kind
+    if value is None and nullable:
+        return None
+    if isinstance(value, types) and not isinstance(value, bool):
+        return None
+    shown = json.dumps(value, default=str)
+    shown = shown if len(shown) <= 40 else shown[:37] + "..."
+    return (f"malformed record: {path!r} is {type(value).__name__} ({shown}), expected {name}"
+            + (" or null" if nullable else ""))
+
+
 def check_result(data) -> str | None:
-    """Why ``data`` is not a usable result record, or None."""
+    """Why ``data`` is not a usable result record, or None. Names the first bad field."""
     if not isinstance(data, dict):
         return f"not a JSON object (got {type(data).__name__})"
     missing = [k for k in REQUIRED_KEYS if k not in data]
     if missing:
         return f"partial record: missing {', '.join(missing)}"
-    for key in ("config", "metrics"):
-        if not isinstance(data[key], dict):
-            return f"malformed record: {key!r} is {type(data[key]).__name__}, expected an object"
+    for path, (kind, nullable) in FIELDS.items():
+        present, value = _get(data, path)
+        if present:
+            problem = _type_problem(path, value, kind, nullable)
+            if problem:
+                return problem
+    for key, value in data["metrics"].items():   # every metric is a number (NaN for a diverged run) or null
+        problem = _type_problem(f"metrics.{key}", value, NUMBER, True)
+        if problem:
+            return problem
     return None
 
 
@@ -68,6 +113,7 @@ def run_dir(r: dict) -> Path:
 def load_diagnostics(r: dict) -> list[dict]:
     path = run_dir(r) / DIAGNOSTICS_FILE
     try:
-        return [s for s in json.loads(path.read_text()).get("snapshots", []) if "error" not in s]
+        snapshots = json.loads(path.read_text()).get("snapshots", [])
+        return [s for s in snapshots if isinstance(s, dict) and "error" not in s]
     except (OSError, ValueError, AttributeError):
         return []

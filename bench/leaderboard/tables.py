@@ -9,8 +9,10 @@ import json
 
 from bench.columns import Column
 
-from .aggregate import Row, Stat, stat
-from .facts import paper_scale
+from bench.paper import LEVELS, PAPER_SETTINGS, PROTOCOLS, paper_rows
+
+from .aggregate import Row, Stat, protocol_groups, protocol_label, stat
+from .facts import columns_for, paper_scale
 from .load import load_diagnostics
 
 
@@ -38,17 +40,25 @@ def seeds_label(row: Row) -> str:
 
 
 def task_table(task: str, rows: list[Row]) -> tuple[list[str], list[list[str]]]:
-    """Headers and string cells of one task's table: mean ± std over the row's seeds."""
+    """Headers and string cells of one task's table for one protocol (``protocol_groups``): mean ±
+    std over the row's seeds, and the paper's number under that protocol with its footnote mark."""
+    protocols = {r.protocol for r in rows}
+    if len(protocols) > 1:
+        raise ValueError(f"one table holds one protocol; these rows are under {sorted(map(str, protocols))}: "
+                         f"split them with protocol_groups()")
     columns = rows[0].columns
+    protocol = rows[0].protocol
     with_len = any(r.seq_len is not None for r in rows)
-    # a "paper" column wherever the paper reports that metric for this task, even if for other settings
-    with_paper = {c.label for c in columns if c.paper and (_paper_has(task, c.paper) or any(c.label in r.paper for r in rows))}
+    # a "paper" column wherever the paper reports that metric under this protocol, even if for other models
+    with_paper = {c.label for c in columns if c.paper and protocol and _paper_has(protocol, c.paper)}
+    marks = _footnotes(rows)
+    settings = distinguishing_settings(rows)
     headers = ["model", "n", "params"] + (["T"] if with_len else []) + ["budget", "seeds"]
     for col in columns:
         headers.append(col.label)
         if col.label in with_paper:
             headers.append("paper")
-    headers += ["time/run (s)", "config"]
+    headers += (["settings"] if settings else []) + ["time/run (s)", "config"]
     body = []
     for r in rows:
         line = [r.model + (FALLBACK_MARK if r.fallback else ""), _fmt(r.n_hidden), "/".join(map(str, r.n_params)) or "—"]
@@ -56,43 +66,102 @@ def task_table(task: str, rows: list[Row]) -> tuple[list[str], list[list[str]]]:
         for col in columns:
             line.append(fmt_stat(r.cells[col.label], col.kind))
             if col.label in with_paper:
-                line.append(_fmt(r.paper.get(col.label)))
+                value = r.paper.get(col.label)
+                line.append(_fmt(value) + (f" [{marks[_source_key(r)]}]" if value is not None else ""))
+        line += ([" ".join(_setting(k, r.config.get(k)) for k in settings)] if settings else [])
         line += [fmt_stat(r.wall_time).split(" (")[0], r.config_hash[:8]]
         body.append(line)
     return headers, body
 
 
 FALLBACK_MARK = " †"
+# Settings that make two rows of one model differ where the table's other columns show them alike
+# (a sweep's trials): shown in a "settings" column only then.
+SETTING_KEYS = ("opts", "model_options", "grad_clip", "data_seed", "val_every", "params")
 
 
-def _paper_has(task: str, key: str) -> bool:
-    from bench.paper import paper_rows
+def distinguishing_settings(rows: list[Row]) -> list[str]:
+    """The config keys that tell apart rows the other columns show alike (same model, size,
+    length and budget), e.g. the optimizers of a sweep's trials; [] when none are needed."""
+    alike: dict[tuple, list[Row]] = {}
+    for r in rows:
+        alike.setdefault((r.model, r.n_hidden, r.seq_len, r.budget), []).append(r)
+    differ = lambda k, g: len({json.dumps(r.config.get(k), sort_keys=True, default=str) for r in g}) > 1   # noqa: E731
+    return [k for k in SETTING_KEYS if any(differ(k, g) for g in alike.values())]
 
-    return any(key in s.reported for s in paper_rows(task=task))
+
+def _setting(key: str, value) -> str:
+    if key == "opts" and isinstance(value, dict):
+        parts = []
+        for group, o in sorted(value.items()):
+            if isinstance(o, (list, tuple)) and len(o) >= 2:
+                extra = json.dumps(o[2], sort_keys=True) if len(o) > 2 and o[2] else ""
+                parts.append(f"{group}={o[0]}:{_fmt(o[1])}{extra}")
+            else:
+                parts.append(f"{group}={o}")
+        return " ".join(parts) or "opts={}"
+    return f"{key}={json.dumps(value, sort_keys=True, default=str) if isinstance(value, (dict, list)) else value}"
 
 
-def paper_table(task: str) -> tuple[list[str], list[list[str]]] | None:
-    """The paper's reported numbers for ``task`` (bench/paper.py), for reference."""
-    from bench.paper import paper_rows
+def _paper_has(protocol: str, key: str) -> bool:
+    return any(key in s.reported for s in PAPER_SETTINGS if s.protocol == protocol)
 
+
+def _source_key(r: Row) -> tuple:
+    return r.paper_source, r.paper_level
+
+
+def _footnotes(rows: list[Row]) -> dict[tuple, int]:
+    """A footnote number per (source, level) of the paper values in ``rows``, in order of appearance."""
+    marks: dict[tuple, int] = {}
+    for r in rows:
+        if r.paper:
+            marks.setdefault(_source_key(r), len(marks) + 1)
+    return marks
+
+
+def protocol_heading(rows: list[Row]) -> str:
+    """One line over a protocol's table: the protocol, or why these runs have no paper values."""
+    r = rows[0]
+    if r.protocol:
+        text = f"Protocol {r.protocol}: {PROTOCOLS[r.protocol].description}."
+        return text + (f" No paper values: {r.no_paper}." if r.no_paper else "")
+    return f"{protocol_label(r)}: no paper values; {r.no_paper}."
+
+
+def paper_footnotes(rows: list[Row]) -> list[str]:
+    """What each footnote mark of the table's paper column stands for: the source and how it was checked."""
+    return [f"[{i}] paper value from {source}; verification: {level or 'none'}"
+            + (f", {LEVELS[level]}" if level in LEVELS else "")
+            for (source, level), i in _footnotes(rows).items()]
+
+
+def paper_tables(task: str) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The paper's reported numbers for ``task`` (bench/paper.py), one table per protocol, each
+    number once, with its source and verification level."""
     rows, seen = [], set()
     # a (model, task) default row often repeats an explicit-length row: print each number once
-    for s in sorted(paper_rows(task=task), key=lambda s: s.seq_len is None):
-        key = (s.model, s.n_hidden, s.source, json.dumps(s.reported, sort_keys=True))
+    for s in paper_rows(task=task):
+        key = (s.model, s.n_hidden, s.protocol, json.dumps(s.reported, sort_keys=True))
         if s.reported and key not in seen:
             seen.add(key)
             rows.append(s)
-    if not rows:
-        return None
-    keys = sorted({k for s in rows for k in s.reported})
-    headers = ["model", "n", "budget", "T"] + keys + ["source"]
-    body = [[s.model, str(s.n_hidden), s.budget or "—", _fmt(s.seq_len)] + [_fmt(s.reported.get(k)) for k in keys]
-            + [s.source] for s in rows]
-    return headers, body
+    order = list(PROTOCOLS)
+    shown = [c.paper for c in columns_for(task, None) if c.paper]    # keys in the order of the task's columns
+    out = []
+    for protocol in sorted({s.protocol for s in rows}, key=lambda p: order.index(p) if p in order else len(order)):
+        group = [s for s in rows if s.protocol == protocol]
+        keys = sorted({k for s in group for k in s.reported},
+                      key=lambda k: (shown.index(k) if k in shown else len(shown), k))
+        headers = ["model", "n", "budget"] + keys + ["source", "verification"]
+        body = [[s.model, str(s.n_hidden), s.budget or "—"] + [_fmt(s.reported.get(k)) for k in keys]
+                + [s.source, s.level or "none"] for s in group]
+        out.append((str(protocol), headers, body))
+    return out
 
 
 def scale_note(task: str, rows: list[Row]) -> str:
-    """What scale these runs are, on what machine, against the paper's protocol."""
+    """What scale these runs are, on what machine, against the paper's scale."""
     runs = [r for row in rows for r in row.runs]
     scales = sorted({row.scale or "?" for row in rows})
     hw = set()
@@ -105,10 +174,10 @@ def scale_note(task: str, rows: list[Row]) -> str:
             f"hardware: {'; '.join(sorted(hw)) or '?'}; code: {', '.join(shas) or '?'}.")
     ps = paper_scale(task)
     if ps:
-        text += " The paper's protocol: " + ", ".join(f"{k}={v}" for k, v in ps.items()) + "."
+        text += " The paper's scale (--scale paper): " + ", ".join(f"{k}={v}" for k, v in ps.items()) + "."
     if "quick" in scales:
         text += (" Quick-scale runs are CPU-sized smoke tests of the harness, far shorter than the paper's "
-                 "protocol: do not compare them with the paper's numbers.")
+                 "training: do not compare them with the paper's numbers.")
     return text
 
 
@@ -120,7 +189,12 @@ def column_notes(rows: list[Row]) -> list[str]:
         notes.append(f"{col.label}: {col.note or col.label} [result key: {', '.join(used) or '—'}]")
     notes.append("cells are mean ± std (ddof=1) over seeds; 'seeds' counts completed runs, one per seed (a rerun "
                  "of a seed counts once, the latest; runs that did not complete are named in brackets); "
-                 "'paper' is the paper's number for the same model, hidden size and length (bench/paper.py)")
+                 "one table per protocol, so no column mixes two; 'paper' is the paper's number for the same "
+                 "model and hidden size under the table's protocol, [n] naming its source and how it was "
+                 "checked (bench/paper.py)")
+    if any(distinguishing_settings(g) for g in protocol_groups(rows)):
+        notes.append("settings: what tells apart rows of one model that the other columns show alike "
+                     "(e.g. a sweep's trials): optimizer group=name:lr, model options, ...")
     for text in sorted({r.fallback for r in rows if r.fallback}):
         notes.append(f"{FALLBACK_MARK.strip()} {text}")
     return notes
@@ -158,7 +232,7 @@ def flat_rows(rows: list[Row]) -> tuple[list[str], list[list]]:
     for col in columns:
         k = col.keys[0]
         headers += [f"{k}_mean", f"{k}_std", f"{k}_n", f"{k}_min", f"{k}_max", f"{k}_key", f"paper_{k}"]
-    headers += ["wall_time_s_mean", "paper_source", "fallback"]
+    headers += ["wall_time_s_mean", "paper_source", "paper_level", "protocol", "no_paper", "fallback"]
     data = []
     for r in rows:
         c = r.config
@@ -168,7 +242,7 @@ def flat_rows(rows: list[Row]) -> tuple[list[str], list[list]]:
         for col in columns:
             s = r.cells.get(col.label) if col in r.columns else None
             line += ([s.mean, s.std, s.n, s.min, s.max, s.key] if s else [None] * 6) + [r.paper.get(col.label)]
-        line += [r.wall_time.mean, r.paper_source, r.fallback]
+        line += [r.wall_time.mean, r.paper_source, r.paper_level, r.protocol, r.no_paper, r.fallback]
         data.append(line)
     return headers, data
 
