@@ -22,6 +22,9 @@ class SequenceModule(pl.LightningModule):
     def __init__(self, model, task, opts: dict[str, list]):
         super().__init__()
         self.model, self.task, self.opts = model, task, opts
+        # the name test metrics are logged under: "test" (final weights) or "best_ckpt_test" (the
+        # best checkpoint's), set by run() before each evaluation, so neither overwrites the other
+        self.test_split = "test"
 
     def forward(self, x):
         return self.model(x)
@@ -70,7 +73,7 @@ class SequenceModule(pl.LightningModule):
             self.log("baseline", float(self.task.baseline))
 
     def test_step(self, batch, batch_idx):
-        self._shared(batch, "test")
+        self._shared(batch, self.test_split)
 
     def configure_optimizers(self):
         groups = self.model.param_groups()

@@ -25,6 +25,10 @@ ACCELERATORS = {"auto": "auto", "cpu": "cpu", "gpu": "gpu", "cuda": "gpu", "mps"
 # (EX_TEMPFAIL: "try again"); continue with `bench run --resume RUN_DIR`.
 EXIT_PREEMPTED = 75
 EXIT_DIVERGED = 3
+# The exit code of each run status: `bench run`'s, and the W&B run's (0 = finished, else failed).
+# A pruned trial is the sweep working as meant: finished, with a "pruned" tag (tracking.py).
+EXIT_CODES = {"completed": 0, "pruned": 0, "diverged": EXIT_DIVERGED, "preempted": EXIT_PREEMPTED,
+              "interrupted": EXIT_PREEMPTED}
 
 
 def check_device(device: str) -> None:
@@ -87,6 +91,15 @@ def run(cfg: RunConfig, *, callbacks: list | None = None, resume_dir: str | Path
     ``{"status": "preempted", ...}`` without a result.json (the run is unfinished); resumed, the
     run continues to the same losses, validations, best checkpoint and test metrics.
     """
+    from bench.tracking import finish_wandb
+
+    try:
+        return _run(cfg, callbacks=callbacks, resume_dir=resume_dir)
+    finally:
+        finish_wandb(exit_code=1)   # acts only on a W&B run left open: something raised (W&B: failed)
+
+
+def _run(cfg: RunConfig, *, callbacks: list | None, resume_dir: str | Path | None) -> dict:
     if not cfg.resolved:
         cfg = resolve(cfg)
     import lightning.pytorch as pl
@@ -97,7 +110,7 @@ def run(cfg: RunConfig, *, callbacks: list | None = None, resume_dir: str | Path
     from bench.models import build_model
     from bench.module import DivergedError, SequenceModule
     from bench.tasks import build_task
-    from bench.tracking import finish_wandb, make_loggers, wandb_mode
+    from bench.tracking import finish_wandb, make_loggers, result_summary, wandb_mode
 
     check_device(cfg.device)
     if cfg.quiet:
@@ -123,8 +136,7 @@ def run(cfg: RunConfig, *, callbacks: list | None = None, resume_dir: str | Path
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_model(cfg.model, task.d_input, task.d_output, cfg.n_hidden, **cfg.model_options)
     module = SequenceModule(model, task, cfg.opts)
-    run_name = f"{cfg.model}-{cfg.task}-n{cfg.n_hidden}-s{cfg.seed}"
-    loggers, mode = make_loggers(cfg, run_dir, run_name)
+    loggers, mode, wandb_id = make_loggers(cfg, run_dir, metric=task.metric, metric_mode=task.metric_mode)
     if ckpt_path is not None:   # a resumed part logs beside the earlier ones; read_curves joins them
         part = 1 + len(list(run_dir.glob("csv/part*/metrics.csv")))
         loggers[0] = CSVLogger(save_dir=str(run_dir), name="csv", version=f"part{part}")
@@ -165,8 +177,12 @@ def run(cfg: RunConfig, *, callbacks: list | None = None, resume_dir: str | Path
         elif trainer.interrupted:
             status = "interrupted"
         else:
+            # logged as test/* (final weights) and best_ckpt_test/* (best checkpoint): result.json's
+            # test_* and best_ckpt_test_*, the same names in the CSV, W&B and result.json
+            module.test_split = "test"
             test_final = trainer.test(module, datamodule=datamodule, verbose=not cfg.quiet)[0]
             if checkpoint.best_model_path:
+                module.test_split = "best_ckpt_test"
                 test_best = trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint.best_model_path,
                                          verbose=False)[0]
     except DivergedError as exc:
@@ -175,8 +191,6 @@ def run(cfg: RunConfig, *, callbacks: list | None = None, resume_dir: str | Path
         if type(exc).__name__ != "TrialPruned":     # optuna's, raised by a sweep's pruning callback
             raise
         status, error, pruned = "pruned", str(exc) or "pruned by the sweep's pruner", exc
-    finally:
-        finish_wandb()
     part_wall = time.time() - started
     wall = sum(p["wall_time_s"] for p in earlier) + part_wall     # every part that stopped cleanly
     step = preemption.saved_step or int(trainer.global_step)
@@ -187,14 +201,16 @@ def run(cfg: RunConfig, *, callbacks: list | None = None, resume_dir: str | Path
                  "wall_time_s": round(wall, 3), "resume": f"bench run --resume {run_dir}",
                  "parts": parts}
         atomic_write_text(run_dir / "preempted.json", json.dumps(state, indent=2) + "\n")
+        # the fields a finished part overwrites (a resumed W&B run keeps its summary)
+        finish_wandb(EXIT_CODES[status], status=status, summary={
+            "status": status, "global_step": step, "wall_time_s": state["wall_time_s"], "parts": parts})
         if preemption.submitit_handler is not None:
             preemption.submitit_handler()       # requeues the job and raises SystemExit
         return {**state, "run_dir": str(run_dir), "config": cfg.to_dict()}
 
     curves, curves_path = read_curves(run_dir)
     summary = summarise(curves, task, task.metric_mode)
-    metrics = {**summary, **{k.replace("/", "_"): float(v) for k, v in test_final.items()},
-               **{"best_ckpt_" + k.replace("/", "_"): float(v) for k, v in test_best.items()}}
+    metrics = {**summary, **{k.replace("/", "_"): float(v) for k, v in {**test_final, **test_best}.items()}}
     result = {
         "result_version": 1,
         "status": status,
@@ -218,7 +234,7 @@ def run(cfg: RunConfig, *, callbacks: list | None = None, resume_dir: str | Path
         "curves": str(curves_path.relative_to(run_dir)) if curves_path else None,
         "checkpoints": {"best": _rel(checkpoint.best_model_path, run_dir),
                         "last": _rel(str(run_dir / "checkpoints" / "last.ckpt"), run_dir)},
-        "wandb": {"mode": mode, "requested": wandb_mode(cfg.wandb),
+        "wandb": {"mode": mode, "requested": wandb_mode(cfg.wandb), "id": wandb_id,
                   "dir": str(run_dir / "wandb") if mode != "disabled" else None},
         "code_version": code_version(),
         "library_versions": library_versions(),
@@ -228,6 +244,7 @@ def run(cfg: RunConfig, *, callbacks: list | None = None, resume_dir: str | Path
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     write_result(run_dir, result)
+    finish_wandb(EXIT_CODES[status], summary=result_summary(result), status=status)   # W&B: a view of the file
     for leftover in (run_dir / "preempted.json", run_dir / "checkpoints" / PREEMPT_CKPT):
         leftover.unlink(missing_ok=True)    # superseded by result.json and last.ckpt
     if pruned is not None:
