@@ -380,10 +380,87 @@ def _compose_command():
 def _config(env_file: Path) -> subprocess.CompletedProcess:
     command = _compose_command()
     if command is None:
-        pytest.skip("neither `docker compose` nor `docker-compose` is installed here")
+        return _schema_config(env_file)
     env = {k: v for k, v in os.environ.items() if k not in ("POSTGRES_PASSWORD", "WANDB_API_KEY")}
     return subprocess.run(command + ["-f", str(DOCKER / "compose.yaml"), "--env-file", str(env_file), "config"],
                           capture_output=True, text=True, env=env)
+
+
+# Without Docker: the Compose Specification's JSON schema (compose_spec.json, shipped in the
+# docker-compose 1.29 wheel; .ci/run downloads it and names it in BENCH_COMPOSE_SCHEMA) after
+# Compose's variable interpolation, which the schema does not know about.
+_VARIABLE = re.compile(r"\$(?:\$|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}"
+                       r"|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))")
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """Compose's interpolation: $$, $VAR, ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error},
+    ${VAR?error}, ${VAR:+other}, ${VAR+other}; raises ValueError for a required variable."""
+    def one(m: re.Match) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        name = m.group("braced") or m.group("bare")
+        op, arg, value = m.group("op"), m.group("arg") or "", env.get(name)
+        unset = value is None or (value == "" and op is not None and op.startswith(":"))
+        if op in (":-", "-"):
+            return arg if unset else value
+        if op in (":?", "?"):
+            if unset:
+                raise ValueError(f"required variable {name} is missing a value: {arg}")
+            return value
+        if op in (":+", "+"):
+            return "" if unset else arg
+        return value or ""
+    return _VARIABLE.sub(one, text)
+
+
+def _env_file(path: Path) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line and not line.startswith("#"))
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def _schema_config(env_file: Path, text: str | None = None) -> subprocess.CompletedProcess:
+    """`docker compose config`'s answer, from the schema: (0, the resolved YAML) or (1, errors)."""
+    schema_path = os.environ.get("BENCH_COMPOSE_SCHEMA")
+    if not schema_path:
+        if os.environ.get("BENCH_REQUIRE_COMPOSE", "").strip() == "1":
+            pytest.fail("BENCH_REQUIRE_COMPOSE=1 but neither docker compose nor BENCH_COMPOSE_SCHEMA is available")
+        pytest.skip("neither `docker compose` nor `docker-compose` is installed here, and no BENCH_COMPOSE_SCHEMA")
+    import json
+
+    import jsonschema
+
+    text = (DOCKER / "compose.yaml").read_text() if text is None else text
+    try:
+        resolved = yaml.safe_load(interpolate(text, _env_file(env_file)))
+    except ValueError as exc:
+        return subprocess.CompletedProcess([], 1, "", str(exc))
+    validator = jsonschema.Draft7Validator(json.loads(Path(schema_path).read_text()))
+    errors = [f"{'.'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(resolved)]
+    return subprocess.CompletedProcess([], 1 if errors else 0, yaml.safe_dump(resolved), "\n".join(errors))
+
+
+def test_interpolation_follows_compose_rules():
+    env = {"SET": "x", "EMPTY": ""}
+    cases = {"${SET}": "x", "$SET": "x", "${UNSET}": "", "${UNSET:-d}": "d", "${EMPTY:-d}": "d", "${EMPTY-d}": "",
+             "${SET:+alt}": "alt", "${UNSET:+alt}": "", "$$SET": "$SET", "${SET:?no}": "x", "a${SET}b": "axb"}
+    for text, expected in cases.items():
+        assert interpolate(text, env) == expected, text
+    for text in ("${UNSET:?needed}", "${EMPTY:?needed}", "${UNSET?needed}"):
+        with pytest.raises(ValueError, match="needed"):
+            interpolate(text, env)
+
+
+def test_the_schema_validator_refuses_a_broken_file():
+    """The schema path can fail: a misspelt key and a wrong type are each refused."""
+    if _compose_command() is not None and not os.environ.get("BENCH_COMPOSE_SCHEMA"):
+        pytest.skip("docker compose validates here; the schema is not downloaded")
+    good = (DOCKER / "compose.yaml").read_text()
+    assert _schema_config(ENV_EXAMPLE, good).returncode == 0
+    for bad in (good.replace("    environment:", "    enviroment:", 1), good.replace("${WORKERS:-2}", "two")):
+        assert bad != good
+        proc = _schema_config(ENV_EXAMPLE, bad)
+        assert proc.returncode != 0 and proc.stderr, bad
 
 
 def test_docker_compose_config_parses():
