@@ -16,6 +16,7 @@ SYNC_MODES = ("auto", "online", "offline")
 
 
 def cmd_sync(args) -> int:
+    from bench.leaderboard.load import check_result
     from bench.results import iter_results
     from bench.secrets import mask_text
     from bench.tracking import check_online, sync_run, wandb_mode
@@ -40,6 +41,7 @@ def cmd_sync(args) -> int:
     failed = 0
     for path, result, error in iter_results(runs_dir):
         run_dir = path.parent
+        error = error or check_result(result)
         if error:
             print(f"skipped {run_dir}: {error}")
             failed += 1

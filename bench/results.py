@@ -53,18 +53,18 @@ def write_result(run_dir: Path, result: dict) -> Path:
     return path
 
 
-def read_result(path: Path) -> dict:
-    with open(path) as f:
-        data = json.load(f)
-    if not isinstance(data, dict) or "config" not in data or "status" not in data:
-        raise ValueError(f"{path}: not a result.json (missing 'config' or 'status')")
-    return data
+def read_result(path: Path):
+    """The parsed JSON of a result file (its fields are checked by whoever reads them:
+    bench.leaderboard.load.check_result)."""
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
 
 
 def iter_results(runs_dir: Path):
-    """Yield ``(path, result or None, error or None)`` for every result.json under ``runs_dir``."""
+    """Yield ``(path, parsed JSON or None, error or None)`` for every result.json under
+    ``runs_dir``: the one reader of result files (leaderboard, sync, sweeps)."""
     for path in sorted(Path(runs_dir).rglob(RESULT_FILE)):
         try:
             yield path, read_result(path), None
-        except (OSError, ValueError) as exc:
-            yield path, None, str(exc)
+        except (OSError, ValueError) as exc:      # ValueError: bad JSON or bad UTF-8
+            yield path, None, f"{type(exc).__name__}: {exc}"

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.errors import ConfigError
-from bench.results import RESULT_FILE
+from bench.results import RESULT_FILE, iter_results
 
 REQUIRED_KEYS = ("config", "status", "task", "model", "config_hash", "seed", "metrics")
 DIAGNOSTICS_FILE = "diagnostics.json"
@@ -87,11 +87,9 @@ def load_results(runs_dir: str | Path) -> tuple[list[dict], list[Problem]]:
         raise ConfigError(f"runs directory {str(runs_dir)!r} does not exist; give the folder `bench run --runs-dir` "
                           f"wrote to (default: runs)")
     results, problems = [], []
-    for path in sorted(runs_dir.rglob(RESULT_FILE)):
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            problems.append(Problem(str(path), f"unreadable ({type(exc).__name__}: {exc})"))
+    for path, data, error in iter_results(runs_dir):
+        if error:
+            problems.append(Problem(str(path), f"unreadable ({error})"))
             continue
         reason = check_result(data)
         if reason:
