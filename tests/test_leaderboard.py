@@ -557,6 +557,18 @@ def test_wandb_offline_run_has_the_table(tmp_path, monkeypatch):
     assert len(tables) == 1
     table = json.loads(tables[0].read_text())
     assert "final_train_loss_mean" in table["columns"] and len(table["data"]) == 2
+    # the same tables as a versioned artifact, on one W&B run per runs folder
+    from test_tracking import records
+
+    from bench.leaderboard.wandb_table import leaderboard_run_id
+
+    kinds = {}
+    for r in records(next(run_dirs[0].glob("run-*.wandb"))):
+        kinds.setdefault(r.WhichOneof("record_type"), []).append(r)
+    assert kinds["run"][0].run.run_id == leaderboard_run_id(str(tmp_path / "runs"))
+    (artifact,) = [r.artifact for r in kinds["artifact"] if r.artifact.type == "leaderboard"]   # beside W&B's run_table ones
+    assert artifact.name == "leaderboard"
+    assert {e.path for e in artifact.manifest.contents} >= {"copying.table.json"}
 
 
 # -- diagnostics ------------------------------------------------------------------------------

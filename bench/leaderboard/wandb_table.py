@@ -1,7 +1,9 @@
-"""Sharing the leaderboard on W&B: one ``wandb.Table`` per task, logged to one run.
+"""Sharing the leaderboard on W&B: one ``wandb.Table`` per task, and the same tables as one
+versioned artifact, logged to one W&B run per runs folder.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -20,13 +22,25 @@ def log_wandb(rows: list[Row], runs_dir: str) -> tuple[str, str]:
     os.environ.setdefault("WANDB_SILENT", "true")
     kwargs = {} if os.environ.get("WANDB_DIR") else {"dir": str(runs_dir)}
     run = wandb.init(project=WANDB_PROJECT, job_type="leaderboard", group="leaderboard", name="leaderboard",
-                     mode=mode, reinit="create_new", config={"runs_dir": str(runs_dir), "n_configs": len(rows)},
-                     **kwargs)
+                     id=leaderboard_run_id(runs_dir), resume="allow", mode=mode, reinit="create_new",
+                     config={"runs_dir": str(runs_dir), "n_configs": len(rows)}, **kwargs)
     try:
+        # W&B versions an artifact by its content: an unchanged leaderboard adds no new version
+        artifact = wandb.Artifact("leaderboard", type="leaderboard",
+                                  description=f"bench leaderboard of {Path(runs_dir).resolve()}")
         for task, task_rows in group_by_task(rows).items():
             headers, data = flat_rows(task_rows)
-            run.log({f"leaderboard/{task}": wandb.Table(columns=headers, data=data)})
+            table = wandb.Table(columns=headers, data=data)
+            run.log({f"leaderboard/{task}": table})
+            artifact.add(table, task)
+        run.log_artifact(artifact)
         folder = str(Path(run.dir).parent) if mode != "disabled" else ""
     finally:
         run.finish()
     return mode, folder
+
+
+def leaderboard_run_id(runs_dir: str) -> str:
+    """One W&B run per runs folder: calling ``bench leaderboard --wandb`` again continues it
+    (online) instead of making a new run each time."""
+    return "leaderboard-" + hashlib.sha256(str(Path(runs_dir).resolve()).encode()).hexdigest()[:12]
