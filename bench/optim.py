@@ -1,7 +1,7 @@
 """Different optimizer classes per parameter group, in one training step, through one wrapper.
 
 Lightning allows several optimizers only with manual optimisation, which breaks global-norm
-clipping and makes ``global_step`` count every inner step (reference/harness.md §1.1). So the
+clipping and makes ``global_step`` count every inner step (Lightning PR #16539, issue #17958). So the
 LightningModule returns a single ``GroupOptimizer`` holding one inner optimizer per group.
 
 A group's optimizer is a spec: a name, a learning rate and keyword options, written on the
@@ -109,7 +109,7 @@ _SPEC_RE = re.compile(r"^\s*([A-Za-z_]\w*)\s*=\s*([A-Za-z_][\w-]*)\s*:\s*([^,\s]
 
 
 class CayleyStep(PerParameterOptimizer):
-    """Multiplicative Cayley step of the full-capacity uRNN (reference/models.md §5).
+    """Multiplicative Cayley step of the full-capacity uRNN (stwisdom/urnn optimizations.py, rms_prop).
 
     For each square matrix W (real, or complex stored as a real (n, n, 2) tensor) with
     gradient G = dL/dRe W + i dL/dIm W:

@@ -2,15 +2,16 @@
 
 Source: Maduranga, Helfrich & Ye, "Complex Unitary Recurrent Neural Networks using Scaled
 Cayley Transform", AAAI 2019 (shared/papers/scurnn-paper.md), Section 5 and Tables 1-2;
-details of the reference code in shared/reference/models.md §3.6. CLI flags override
+details of the reference code in Gayan225/scuRNN (scuRNN_*.py defaults). CLI flags override
 everything here. A row with ``seq_len=None`` is the (model, task) default; a row with a
 ``seq_len`` applies when the run uses that length.
 
 The baselines' rows (issue 3) come from §5 and Tables 1-2. Where the paper names a size but
-not its optimizers, the row uses the reference code's recipe and its ``source`` says so
-(shared/reference/models.md §2.4, §4-§9). Several rows may share (model, task, seq_len): the
-first is the default a run uses; the others are the paper's further sizes (for ``bench
-params`` and the leaderboard). Budgets and sizes use the paper's (m, p) per task.
+not its optimizers, the row uses the reference code's recipe and its ``source`` says so (the
+scoRNN, complex_RNN, urnn, EUNN-tensorflow, Orthogonal_RNN and expRNN repositories). Several
+rows may share (model, task, seq_len): the first is the default a run uses; the others are the
+paper's further sizes (for ``bench params`` and the leaderboard). Budgets and sizes use the
+paper's (m, p) per task.
 
 Optimizer names here are the paper's words ("RMSProp", "Adam", "Adagrad"): the generic names
 ``rmsprop``, ``adam``, ``adagrad`` resolve to the update rule of each model's reference code
@@ -39,19 +40,19 @@ LEVELS = {
 }
 
 # The copying baseline 10 ln 8 / (T + 20) is the signature of the scoRNN/scuRNN variant: cross
-# entropy averaged over all T + 20 steps, 10 symbols from 1-8 (reference/tasks.md §1). A variant
+# entropy averaged over all T + 20 steps, 10 symbols from 1-8 (paper §5.2, scuRNN_copying.py). A variant
 # that scores only the recalled symbols (S4's) has another baseline, so another protocol.
 def _copying_baseline(T: int) -> float:
     return 10 * math.log(8) / (T + 20)
 
 
-# What tasks/timit.py ``info()`` records for the paper's normalisation (reference/tasks.md §4.4);
+# What tasks/timit.py ``info()`` records for the paper's normalisation (paper §5.4, Wisdom's models.py);
 # a test keeps the two equal.
 PADDED_MSE = "mse = masked error / (B*T*129), paper; mse_valid = per valid entry"
 TIMIT_FACTS = {"features.sample_rate": 8000, "features.n_fft": 256, "features.hop": 128, "features.floor": 1e-5,
                "features.resampler": "matlab", "metric_convention": PADDED_MSE,
                "sizes.train": 3696, "sizes.val": 400, "sizes.test": 192}
-# tasks/mnist.py ``info()``: the paper's split (§5.1) and pixel scaling (reference/tasks.md §3)
+# tasks/mnist.py ``info()``: the paper's split (§5.1) and pixel scaling (TF input_data reader, scuRNN_mnist.py)
 MNIST_FACTS = {"split.train": 55_000, "split.test": 10_000, "pixels": "/255, row-major, no normalisation"}
 # A run's parameter count is "at" a protocol's budget within this fraction (the paper's sizes
 # give their printed "≈" budgets within 5%, tests/test_models.py).
@@ -131,11 +132,11 @@ PROTOCOLS: dict[str, Protocol] = {p.id: p for p in (
              facts={"permutation_seed": 92916, **MNIST_FACTS}),
     Protocol("mnist/mhammedi-2017", "mnist",
              "Table 1's asterisked oRNN entry, quoted from Mhammedi et al. 2017: their own MNIST pipeline "
-             "(reference/tasks.md §3: pixels /256, overlapping train and validation sets)",
+             "(Orthogonal_RNN utils.py: pixels /256, overlapping train and validation sets)",
              quoted_from="Mhammedi et al. 2017"),
     Protocol("pmnist/jing-2016", "pmnist",
              "Table 1's asterisked EURNN entry, quoted from Jing et al. 2016: their own permutation "
-             "(random.seed(2017) in EUNN-TF, reference/tasks.md §3), not RandomState(92916)",
+             "(random.seed(2017) in EUNN-tensorflow's mnist_task.py), not RandomState(92916)",
              quoted_from="Jing et al. 2016"),
     *[Protocol(f"copying/T={T}/cross-entropy", "copying",
                f"copying memory, T = {T} (T + 20 steps), cross entropy over all steps, baseline 10 ln 8/(T+20), "
@@ -213,7 +214,7 @@ PAPER_SETTINGS: list[PaperSetting] = [
     # MNIST / permuted MNIST, Table 1 (70 epochs). scoRNN and LSTM "in accordance with Helfrich et
     # al. 2018 and their codes" (§5): scoRNN_mnist.py uses rho = n/10, A RMSProp 1e-4, other RMSProp 1e-3.
     *[PaperSetting("scornn", task, n, {"A": ("rmsprop", 1e-4), "other": ("rmsprop", 1e-3)},
-                   "Table 1; optimizers and rho = n/10 from scoRNN_mnist.py (models.md §2.4)",
+                   "Table 1; optimizers and rho = n/10 from scoRNN_mnist.py (SpartinStuff/scoRNN defaults)",
                    budget=budget, reported={"test_acc": acc}, options={"rho_frac": 0.1},
                    protocol=TABLE1[task], level="paper")
       for task, n, budget, acc in (("mnist", 170, "≈16k", 0.973), ("mnist", 360, "≈69k", 0.983),
@@ -231,20 +232,23 @@ PAPER_SETTINGS: list[PaperSetting] = [
                    budget="≈16k", reported={"test_acc": acc}, protocol=TABLE1[task], level="paper")
       for task, acc in (("mnist", 0.976), ("pmnist", 0.945))],
     # Wisdom's MNIST recipe: W takes the Cayley step on the RMS-normalised gradient with lambda = 1e-6;
-    # the other weights RMSprop 1e-3 (n = 116) or 1e-4 (n = 512) (models.md §5).
+    # the other weights RMSprop 1e-3 (n = 116) or 1e-4 (n = 512) (config_mnist_fulluRNN*.yaml).
     *[PaperSetting("fcurnn", task, n, {"W": ("cayley_rms", 1e-6), "other": ("keras_rmsprop", lr)},
-                   "Table 1; optimizers from Wisdom's mnist.py (Keras RMSprop for the other weights, models.md §5)",
+                   "Table 1; optimizers from Wisdom's mnist.py (Keras RMSprop for the other weights, "
+                   "custom_optimizers.py)",
                    budget=budget, reported={"test_acc": acc}, protocol=TABLE1[task], level="paper")
       for task, n, lr, budget, acc in (("mnist", 116, 1e-3, "≈16k", 0.947), ("mnist", 512, 1e-4, "≈270k", 0.974),
                                        ("pmnist", 116, 1e-3, "≈16k", 0.925), ("pmnist", 512, 1e-4, "≈270k", 0.947))],
     # The asterisked entries of Table 1 are numbers the paper quotes from other papers, measured
     # with those papers' pipelines: read from this paper's text ("paper"), under their own protocol.
     PaperSetting("ornn", "mnist", 256, {"W": ("adam", 1e-3), "other": ("adam", 1e-3)},
-                 "Table 1 (quoted from Mhammedi et al. 2017); k = 32 and Adam 1e-3 from the reference code (models.md §7, §12)",
+                 "Table 1 (quoted from Mhammedi et al. 2017); k = 32 and Adam 1e-3 from the reference code "
+                 "(Orthogonal_RNN loop_jobs.sh, sgd.py)",
                  budget="≈11k", reported={"test_acc": 0.972}, options={"k": 32},
                  protocol="mnist/mhammedi-2017", level="paper"),
     PaperSetting("eurnn", "pmnist", 512, {"W": ("rmsprop", 1e-4), "D": ("rmsprop", 1e-4), "other": ("rmsprop", 1e-4)},
-                 "Table 1 (quoted from Jing et al. 2016, the caption's citation); tunable L = 4 with Re(h) readout fits ≈9k (models.md §12); "
+                 "Table 1 (quoted from Jing et al. 2016, the caption's citation); tunable L = 4 with Re(h) readout "
+                 "fits ≈9k (9,222 with mnist_task.py's readout); "
                  "RMSProp 1e-4 from mnist_task.py",
                  budget="≈9k", reported={"test_acc": 0.937}, options={"capacity": 4, "readout": "re"},
                  protocol="pmnist/jing-2016", level="paper"),
@@ -252,12 +256,15 @@ PAPER_SETTINGS: list[PaperSetting] = [
     PaperSetting("lstm", "copying", 68, {"other": ("rmsprop", 1e-3)}, "§5.2 (RMSProp 1e-3, forget bias 1.0)",
                  budget="≈22k", options={"forget_bias": 1.0}),
     PaperSetting("urnn", "copying", 470, {"W": ("rmsprop", 1e-3), "D": ("rmsprop", 1e-3), "other": ("rmsprop", 1e-3)},
-                 "§5.2; optimizer from Wisdom's run_memory_problem.sh (RMSProp 1e-3, models.md §5)", budget="≈22k"),
+                 "§5.2; optimizer from Wisdom's run_memory_problem.sh (RMSProp 1e-3, "
+                 "optimizations.py)", budget="≈22k"),
     PaperSetting("fcurnn", "copying", 128, {"W": ("cayley", 1e-3), "other": ("rmsprop", 1e-3)},
-                 "§5.2; Cayley step lambda = 1e-3 and RMSProp 1e-3 from Wisdom's run_memory_problem.sh (models.md §5)",
+                 "§5.2; Cayley step lambda = 1e-3 and RMSProp 1e-3 from Wisdom's run_memory_problem.sh "
+                 "(optimizations.py)",
                  budget="≈22k"),
     PaperSetting("eurnn", "copying", 512, {"W": ("rmsprop", 1e-3), "D": ("rmsprop", 1e-3), "other": ("rmsprop", 1e-3)},
-                 "§5.2 (n = 512, L = 2); [Re|Im] readout fits ≈22k (models.md §12); RMSProp 1e-3 from copying_task.py",
+                 "§5.2 (n = 512, L = 2); [Re|Im] readout fits ≈22k (21,511; Re only 16,903); "
+                 "RMSProp 1e-3 from copying_task.py",
                  budget="≈22k", options={"capacity": 2, "readout": "reim"}),
     PaperSetting("scornn", "copying", 190, {"A": ("rmsprop", 1e-4), "other": ("rmsprop", 1e-3)},
                  "§5.2 and §5 (A RMSProp 1e-4, other RMSProp 1e-3); rho = n/2 from scoRNN_copying.py",
@@ -271,9 +278,9 @@ PAPER_SETTINGS: list[PaperSetting] = [
                  "§5.3 and §5 (A RMSProp 1e-4, other Adam 1e-3); rho = n/2 from scoRNN_adding.py",
                  budget="≈14k", options={"rho_frac": 0.5}),
     PaperSetting("fcurnn", "adding", 120, {"W": ("cayley", 1e-3), "other": ("rmsprop", 1e-3)},
-                 "§5.3; optimizers not given, Wisdom's recipe (models.md §5)", budget="≈14k"),
+                 "§5.3; optimizers not given, Wisdom's recipe (stwisdom/urnn)", budget="≈14k"),
     PaperSetting("urnn", "adding", 950, {"W": ("rmsprop", 1e-3), "D": ("rmsprop", 1e-3), "other": ("rmsprop", 1e-3)},
-                 "§5.3; optimizer not given, Arjovsky's RMSProp 1e-3 (models.md §4)", budget="≈14k"),
+                 "§5.3; optimizer not given, Arjovsky's RMSProp 1e-3 (complex_RNN optimizations.py)", budget="≈14k"),
     PaperSetting("eurnn", "adding", 512, {"W": ("rmsprop", 1e-3), "D": ("rmsprop", 1e-3), "other": ("rmsprop", 1e-3)},
                  "§5.3 (T=200: tunable n = 512, ≈3k, which fits the real version with L = 4; "
                  "the T=750 FFT-style size is not given)",
@@ -286,7 +293,7 @@ PAPER_SETTINGS: list[PaperSetting] = [
                  seq_len=750, budget="≈4.4k", options={"style": "fft", "complex": False},
                  protocol="adding/T=750/mse"),
     PaperSetting("ornn", "adding", 128, {"W": ("adam", 1e-3), "other": ("adam", 1e-3)},
-                 "§5.3 (n = 128, 16 reflections); Adam 1e-3 from the reference code (models.md §7)",
+                 "§5.3 (n = 128, 16 reflections); Adam 1e-3 from the reference code (Orthogonal_RNN sgd.py)",
                  budget="≈2.6k", options={"k": 16}),
     # TIMIT, Table 2: ≈83k and ≈200k.
     *[PaperSetting("lstm", "timit", n, {"other": ("rmsprop", 1e-3)}, "§5 (RMSProp 1e-3, forget bias -4), Table 2",
@@ -294,17 +301,17 @@ PAPER_SETTINGS: list[PaperSetting] = [
                    protocol=f"timit/mse-log-magnitude/{budget}", level="paper")
       for n, budget, val, ev in ((84, "≈83k", 11.89, 10.86), (158, "≈200k", 9.73, 8.86))],
     *[PaperSetting("scornn", "timit", n, {"A": ("rmsprop", 1e-4), "other": ("rmsprop", 1e-3)},
-                   "Table 2 (sizes only; optimizers and rho not given: harness defaults, models.md §16)",
+                   "Table 2 (sizes only; optimizers and rho not given: harness defaults, no TIMIT code in scoRNN)",
                    budget=budget, reported={"val_mse": val, "eval_mse": ev},
                    protocol=f"timit/mse-log-magnitude/{budget}", level="paper")
       for n, budget, val, ev in ((224, "≈83k", 4.76, 4.31), (425, "≈200k", 2.64, 2.39))],
     *[PaperSetting("urnn", "timit", n, {"W": ("rmsprop", 1e-3), "D": ("rmsprop", 1e-3), "other": ("rmsprop", 1e-3)},
-                   "Table 2; optimizer from Wisdom's timit_prediction.py (RMSProp 1e-3, models.md §5)",
+                   "Table 2; optimizer from Wisdom's timit_prediction.py (RMSProp 1e-3, run_timitpred_*.sh)",
                    budget=budget, reported={"val_mse": val, "eval_mse": ev},
                    protocol=f"timit/mse-log-magnitude/{budget}", level="paper")
       for n, budget, val, ev in ((158, "≈83k", 15.57, 18.51), (378, "≈200k", 16.00, 15.15))],
     *[PaperSetting("fcurnn", "timit", n, {"W": ("cayley", 1e-3), "other": ("rmsprop", 1e-3)},
-                   "Table 2; Cayley step 1e-3 and RMSProp 1e-3 from Wisdom's timit_prediction.py (models.md §5)",
+                   "Table 2; Cayley step 1e-3 and RMSProp 1e-3 from Wisdom's timit_prediction.py (run_timitpred_*.sh)",
                    budget=budget, reported={"val_mse": val, "eval_mse": ev},
                    protocol=f"timit/mse-log-magnitude/{budget}", level="paper")
       for n, budget, val, ev in ((128, "≈83k", 15.07, 14.58), (256, "≈200k", 14.96, 14.69))],

@@ -2,7 +2,8 @@
 
 PyTorch's optimizers differ from the TF1, Theano and NumPy updates the papers trained with in
 their initial accumulators and in where ε sits, which changes the early steps by an order of
-magnitude (reference/models.md §11). Three small classes cover every reference rule; the
+magnitude (TF1's RMSPropOptimizer/AdagradOptimizer, Theano rms_prop in optimizations.py,
+scuRNN_mnist.py's Update_step_A). Three small classes cover every reference rule; the
 registry in ``bench/optim.py`` names each configuration (``tf_rmsprop``, ``scurnn_adagrad``, ...).
 
 All state lives in ``self.state[p]`` as tensors, so checkpoints hold it; no step syncs the host.

@@ -1,4 +1,4 @@
-"""dtriv: dynamic trivialization W = B exp(A) (Lezcano-Casado, NeurIPS 2019; models.md §8).
+"""dtriv: dynamic trivialization W = B exp(A) (Lezcano-Casado, NeurIPS 2019; lezcano/expRNN).
 
 A is skew-symmetric (orthogonal W, expRNN's cell) or, with ``complex=True``, skew-Hermitian
 (unitary W on the complex cell of scuRNN/uRNN: what lezcano/expRNN issue #8 asks for). Only A's
@@ -90,7 +90,7 @@ class DTRIV(RealModReLURNN, ComplexModReLURNN):
     paper = "Lezcano-Casado, NeurIPS 2019"
     groups = ("A", "other")
     default_hidden = 170                     # 2_mnist.py --hidden_size, the papers' smallest MNIST model
-    # the pMNIST row at n=170 (models.md §8): lr 1e-3, lr_orth = lr/10, RMSprop both
+    # the pMNIST row at n=170 (lezcano/expRNN README): lr 1e-3, lr_orth = lr/10, RMSprop both
     default_opts = {"A": ("rmsprop", 1e-4), "other": ("rmsprop", 1e-3)}
     optimizer_semantics = {"*": "torch"}   # lezcano/expRNN trains with PyTorch's RMSprop/Adam
 

@@ -1,11 +1,11 @@
-"""EURNN: efficient unitary RNN from layers of 2x2 rotations (Jing et al., ICML 2017; models.md §6).
+"""EURNN: efficient unitary RNN from layers of 2x2 rotations (Jing et al., ICML 2017; jingli9111/EUNN-tensorflow).
 
 Each layer rotates disjoint coordinate pairs by R(θ)·diag(1, e^{iφ}). Tunable style: L layers
 alternating A (pairs (0,1), (2,3), ...) and B (pairs (1,2), (3,4), ...; ends pass through);
 FFT style: log2(n) layers pairing i with i + n/2^{k+1}. The complex version ends with
 diag(e^{iω}); the real version has φ = 0 and no final diagonal.
 
-Vectorised (models.md §13): per layer two coefficient vectors v1, v2 and a fixed partner
+Vectorised (as eunn.py's loop): per layer two coefficient vectors v1, v2 and a fixed partner
 permutation P give x <- v1 * x + v2 * x[P], with no loop over rotations. The coefficients are
 built once per forward pass; then either W is multiplied out by applying the layers to the
 identity (one GEMM per step) or the layers are applied to the state at every step (O(Ln)),
@@ -84,7 +84,7 @@ class EURNN(RecurrentModel):
         complex: complex state with phases φ and a final diag(e^{iω}); ``False`` is the real
             (orthogonal) version. Default: ``True``.
         readout: ``"re"`` reads out Re(h) only, as the reference demos; ``"reim"`` reads
-            [Re h | Im h] (fits the paper's ≈22k copying budget, models.md §12). Default: ``"re"``.
+            [Re h | Im h] (fits the paper's ≈22k copying budget, §5.2: 21,511). Default: ``"re"``.
         dense: ``True`` builds W once per forward and runs one GEMM per step; ``False`` applies
             the layers to the state at every step (O(Ln)); ``None`` picks the faster for the
             device, n and number of layers (``urnn.dense_is_faster``). Default: ``None``.
@@ -101,7 +101,7 @@ class EURNN(RecurrentModel):
     paper = "Jing et al., ICML 2017"
     groups = ("W", "D", "other")
     default_opts = {"W": ("rmsprop", 1e-3), "D": ("rmsprop", 1e-3), "other": ("rmsprop", 1e-3)}
-    optimizer_semantics = {"*": "tf"}   # TF1 RMSProp of the EUNN-tensorflow code (reference/models.md §6)
+    optimizer_semantics = {"*": "tf"}   # TF1 RMSProp of the EUNN-tensorflow code (copying_task.py, mnist_task.py)
 
     def __init__(self, d_input: int, d_output: int, n_hidden: int, *, style: str = "tunable",
                  capacity: int = 2, complex: bool = True, readout: str = "re", dense: bool | None = None):

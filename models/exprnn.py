@@ -1,4 +1,4 @@
-"""expRNN: orthogonal W = exp(A), A skew-symmetric (Lezcano-Casado & Martínez-Rubio, ICML 2019; models.md §8).
+"""expRNN: orthogonal W = exp(A), A skew-symmetric (Lezcano-Casado & Martínez-Rubio, ICML 2019; lezcano/expRNN).
 
 Only the n(n-1)/2 free entries of A are stored; ``torch.linalg.matrix_exp`` (with autograd)
 builds W once per forward pass. Real modReLU, h0 = 0, readout on h. This is the plain expRNN
@@ -51,7 +51,7 @@ class EXPRNN(RealModReLURNN):
     paper = "Lezcano-Casado & Martínez-Rubio, ICML 2019"
     groups = ("A", "other")
     default_opts = {"A": ("rmsprop", 1e-4), "other": ("rmsprop", 1e-3)}   # the reference's lr_orth = lr/10
-    optimizer_semantics = {"*": "torch"}   # lezcano/expRNN trains with PyTorch's optimizers and defaults (reference/models.md §8)
+    optimizer_semantics = {"*": "torch"}   # lezcano/expRNN's scripts use torch.optim.RMSprop/Adam with their defaults
 
     def __init__(self, d_input: int, d_output: int, n_hidden: int, *, init: str = "henaff", fast: bool = True):
         self.valid_hidden(n_hidden, init=init)

@@ -2,7 +2,7 @@
 
 ``unitary.unroll`` is the plain reference: autograd records about ten small nodes per time step
 and the weight gradient is T separate small GEMMs. Here one ``torch.autograd.Function`` covers the
-whole sequence (reference/models.md §13):
+whole sequence (this project's design; the reference codes use framework autodiff):
 
 * forward: one in-place ``addmm`` plus a few in-place elementwise ops per step, no autograd
   graph. It keeps one state-sized buffer for the backward: the states H, computed in place of

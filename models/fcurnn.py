@@ -1,4 +1,4 @@
-"""Full-capacity uRNN (Wisdom, Powers, Hershey, Le Roux & Atlas, NeurIPS 2016; reference/models.md §5).
+"""Full-capacity uRNN (Wisdom, Powers, Hershey, Le Roux & Atlas, NeurIPS 2016; stwisdom/urnn).
 
 W is a dense unitary matrix, updated outside every Euclidean optimizer by the multiplicative
 Cayley step on the Stiefel manifold (the ``cayley`` optimizer in bench/optim.py, used for the
@@ -68,7 +68,7 @@ class FCURNN(ComplexModReLURNN):
     # W is a unitary matrix: a Euclidean optimizer would walk it off the group
     manifold_groups = {"W": ("cayley", "cayley_rms")}
     default_opts = {"W": ("cayley", 1e-3), "other": ("rmsprop", 1e-3)}
-    optimizer_semantics = {"*": "theano"}   # Wisdom's Theano rms_prop for the non-unitary weights (reference/models.md §5)
+    optimizer_semantics = {"*": "theano"}   # Wisdom's Theano rms_prop (optimizations.py) for the non-unitary weights
 
     def __init__(self, d_input: int, d_output: int, n_hidden: int, *, init: str = "rand"):
         self.valid_hidden(n_hidden, init=init)

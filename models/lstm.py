@@ -1,4 +1,4 @@
-"""LSTM baseline on PyTorch's fused ``nn.LSTM`` kernel (reference/models.md §9).
+"""LSTM baseline on PyTorch's fused ``nn.LSTM`` kernel (paper §5).
 
 The paper's LSTM (TF ``BasicLSTMCell``) has one bias per gate and a configurable forget-gate
 bias: +1.0 on MNIST, permuted MNIST, copying and adding, -4 on TIMIT (paper §5).
@@ -38,7 +38,7 @@ class LSTM(RecurrentModel):
     paper = "Hochreiter & Schmidhuber, Neural Computation 1997"
     groups = ("other",)
     default_opts = {"other": ("rmsprop", 1e-3)}
-    optimizer_semantics = {"*": "tf"}   # the paper's LSTM runs come from the TF1 scoRNN/scuRNN scripts (reference/models.md §9)
+    optimizer_semantics = {"*": "tf"}   # the paper's LSTM runs use the TF1 scoRNN/scuRNN scripts (their LSTM branch)
 
     def __init__(self, d_input: int, d_output: int, n_hidden: int, *, forget_bias: float = 1.0):
         super().__init__(d_input, d_output, n_hidden)

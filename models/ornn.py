@@ -1,4 +1,4 @@
-"""oRNN: orthogonal RNN from k Householder reflections (Mhammedi et al., ICML 2017; models.md §7).
+"""oRNN: orthogonal RNN from k Householder reflections (Mhammedi et al., ICML 2017; zmhammedi/Orthogonal_RNN).
 
 W = H(u_1) ... H(u_k), H(u) = I - 2uu^T/|u|^2, with the u_j the columns of a lower-triangular
 n x k matrix (column j zero above row j). Only the kn - k(k-1)/2 free entries are stored.
@@ -47,7 +47,7 @@ class ORNN(RecurrentModel):
     paper = "Mhammedi, Hellicar, Rahman & Bailey, ICML 2017"
     groups = ("W", "other")
     default_opts = {"W": ("adam", 1e-3), "other": ("adam", 1e-3)}
-    optimizer_semantics = {"*": "torch"}   # the reference's Adam (0.9, 0.999, 1e-8) form is not pinned down: PyTorch's (reference/models.md §7)
+    optimizer_semantics = {"*": "torch"}   # sgd.py's Adam (0.9, 0.999, 1e-8); form not pinned down: PyTorch's
 
     def __init__(self, d_input: int, d_output: int, n_hidden: int, *, k: int | None = None, normalize: bool = True):
         self.valid_hidden(n_hidden, k=k)

@@ -1,9 +1,9 @@
-"""scoRNN: real orthogonal RNN, scaled Cayley transform (Helfrich, Willmott & Ye, ICML 2018; models.md §2).
+"""scoRNN: real orthogonal RNN, scaled Cayley transform (Helfrich, Willmott & Ye, ICML 2018; SpartinStuff/scoRNN).
 
 W = (I + A)^{-1} (I - A) D with A skew-symmetric (only its n(n-1)/2 free entries are stored)
 and D = diag(+1 x (n - rho), -1 x rho) fixed, the -1 entries at the end. Autograd on the free
-entries gives exactly the reference's DFA (models.md §2.3). W is built once per forward, in
-float64 as the reference does, then cast.
+entries gives exactly the reference's DFA (Cayley_Transform_Deriv in scoRNN_mnist.py). W is
+built once per forward, in float64 as the reference does, then cast.
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ class SCORNN(RealModReLURNN):
     paper = "Helfrich, Willmott & Ye, ICML 2018"
     groups = ("A", "other")
     default_opts = {"A": ("rmsprop", 1e-4), "other": ("rmsprop", 1e-3)}
-    optimizer_semantics = {"*": "tf"}   # TF1 optimizers (scoRNN code, reference/models.md §2.4)
+    optimizer_semantics = {"*": "tf"}   # TF1 optimizers (tf.train.* in the scoRNN_*.py scripts)
 
     def __init__(self, d_input: int, d_output: int, n_hidden: int, *, rho: int | None = None, rho_frac: float = 0.5,
                  fast: bool = True):

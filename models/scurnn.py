@@ -2,7 +2,7 @@
 
 W = (I + A)^{-1} (I - A) D, A skew-Hermitian, D = diag(e^{i theta}) with trainable theta,
 modReLU activation with the reference's ε, trainable h0, readout on the 2n features
-[Re h | Im h] (reference/models.md §3).
+[Re h | Im h] (Gayan225/scuRNN scuRNN.py).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ class SCURNN(ComplexModReLURNN):
         d_output: outputs per step (p).
         n_hidden: complex hidden size n (the real state has 2n entries).
         reference_gradient: scale the A-gradient as the paper's Theorem 2 does (its DFA is half
-            the free-parameter gradient off the diagonal, reference/models.md §3.4). Adaptive
+            the free-parameter gradient off the diagonal, scuRNN_mnist.py's Cayley_Transform_Deriv). Adaptive
             optimizers cancel the factor up to their ε. Default: ``True``.
         init_high: Re A is Cayley-block initialised with u ~ U(0, init_high). Default: π/2.
         solve_dtype: dtype for building W (the reference builds it in float64).
@@ -43,7 +43,7 @@ class SCURNN(ComplexModReLURNN):
     description = "complex unitary RNN, scaled Cayley transform with trainable diagonal D = diag(e^{iθ})"
     paper = "Maduranga, Helfrich & Ye, AAAI 2019"
     groups = ("A", "D", "other")
-    optimizer_semantics = {"A": "scurnn", "*": "tf"}   # the authors' NumPy update for A, TF1 for D and the rest (reference/models.md §3.5)
+    optimizer_semantics = {"A": "scurnn", "*": "tf"}   # scuRNN_mnist.py: NumPy Update_step_A for A, TF1 for the rest
 
     def __init__(self, d_input: int, d_output: int, n_hidden: int, *, reference_gradient: bool = True,
                  init_high: float = math.pi / 2, solve_dtype: torch.dtype = torch.complex128,

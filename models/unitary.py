@@ -1,6 +1,6 @@
 """Shared unitary/orthogonal math: the scaled Cayley map, modReLU, complex-as-real helpers.
 
-Conventions (reference/models.md §1): row vectors, ``h_t = sigma(x_t U + h_{t-1} W)``, and a
+Conventions (as scoRNN.py, scuRNN.py): row vectors, ``h_t = sigma(x_t U + h_{t-1} W)``, and a
 complex state ``h = a + ib`` stored as the real row ``[a | b]``. A complex matrix ``X + iY``
 acting on the right is then the real block ``[[X, Y], [-Y, X]]``: one real GEMM per step.
 """
@@ -171,7 +171,7 @@ def cayley_block_init(n: int, *, high: float = math.pi / 2, generator: torch.Gen
     """Strict-upper-triangle values of scoRNN's "Cayley init" of a skew-symmetric A.
 
     u_j ~ U(0, high), s_j = -tan(u_j / 2) at positions (0,1), (2,3), ...; the Cayley image of
-    each 2x2 block is a rotation by u_j (reference/models.md §2.2). Returns n(n-1)/2 values
+    each 2x2 block is a rotation by u_j (scoRNN.py; expRNN's cayley_init_). Returns n(n-1)/2 values
     in the ``torch.triu_indices(n, n, 1)`` order.
     """
     u = torch.rand(n // 2, generator=generator, dtype=torch.float64) * high

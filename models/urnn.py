@@ -1,4 +1,4 @@
-"""Restricted-capacity uRNN (Arjovsky, Shah & Bengio, ICML 2016; reference/models.md §4).
+"""Restricted-capacity uRNN (Arjovsky, Shah & Bengio, ICML 2016; amarshah/complex_RNN).
 
 W = D3 R2 F^-1 D2 Π R1 F D1 acting on the complex state: D_k = diag(e^{iθ_k}), R_k = I - 2vv^H/|v|^2
 with unnormalised complex v, F the unitary DFT (``norm="ortho"``), Π a fixed permutation
@@ -101,7 +101,7 @@ class URNN(ComplexModReLURNN):
     paper = "Arjovsky, Shah & Bengio, ICML 2016"
     groups = ("W", "D", "other")
     default_opts = {"W": ("rmsprop", 1e-3), "D": ("rmsprop", 1e-3), "other": ("rmsprop", 1e-3)}
-    optimizer_semantics = {"*": "theano"}   # Arjovsky's Theano rms_prop (reference/models.md §4)
+    optimizer_semantics = {"*": "theano"}   # Arjovsky's Theano rms_prop (complex_RNN optimizations.py)
 
     def __init__(self, d_input: int, d_output: int, n_hidden: int, *, dense: bool | None = None):
         self.valid_hidden(n_hidden, dense=dense)

@@ -1,4 +1,4 @@
-"""Adding task, as in the scoRNN/scuRNN code (reference/tasks.md §2).
+"""Adding task, as in the scoRNN/scuRNN code (scoRNN_adding.py, scuRNN_adding.py).
 
 Per step the input is [value, marker]: values U(0, 1), exactly two markers, the first in
 [0, f-1] and the second in [f, T-1] with f = floor((T-1)/2). The target is the sum of the two

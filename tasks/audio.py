@@ -1,4 +1,4 @@
-"""Speech features shared by the ``timit`` and ``speech`` tasks (reference/tasks.md §4.3-4.4).
+"""Speech features shared by the ``timit`` and ``speech`` tasks (stwisdom/urnn util.py, downsample_audio.m).
 
 The pipeline of Wisdom et al., which the scuRNN paper cites: first channel, resample to
 8 kHz as MATLAB's ``resample(x, 8000, 16000)`` does and requantise to 16 bits as MATLAB's

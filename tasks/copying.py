@@ -1,4 +1,4 @@
-"""Copying memory task, as in the scoRNN/scuRNN code (reference/tasks.md §1).
+"""Copying memory task, as in the scoRNN/scuRNN code (scoRNN_copying.py, scuRNN_copying.py).
 
 Alphabet: 0 blank, 1-8 data, 9 marker; input one-hot over 10 symbols, length T + 20:
 10 data symbols, T - 1 blanks, the marker, 10 blanks. Target: T + 10 blanks, then the 10

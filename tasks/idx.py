@@ -1,4 +1,4 @@
-"""IDX files (the MNIST format), raw or gzip-compressed (reference/tasks.md §3).
+"""IDX files (the MNIST format), raw or gzip-compressed (yann.lecun.com/exdb/mnist).
 
 Layout: a big-endian magic ``0x0000TTDD`` (TT = 0x08 for uint8, DD = number of dimensions),
 each dimension as a big-endian uint32, then the raw bytes. Every problem raises a

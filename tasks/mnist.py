@@ -1,4 +1,4 @@
-"""Pixel-by-pixel MNIST and permuted MNIST, as in the scoRNN/scuRNN code (reference/tasks.md §3).
+"""Pixel-by-pixel MNIST and permuted MNIST, as in the scoRNN/scuRNN code (scoRNN_mnist.py, scuRNN_mnist.py).
 
 Each image is a sequence of 784 pixels (row-major, one feature, /255, no normalisation); the
 class is read from the last step (cross-entropy), metric accuracy. Split: train = official

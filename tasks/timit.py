@@ -1,5 +1,5 @@
 """TIMIT next-frame log-spectrum prediction, Wisdom et al.'s protocol that the scuRNN paper
-cites (reference/tasks.md §4).
+cites (stwisdom/urnn timit_prediction.py).
 
 Data: the LDC corpus (LDC93S1) as distributed, TRAIN/ and TEST/, DR1-DR8, one folder per
 speaker, NIST SPHERE ``.WAV`` files (RIFF WAVs also accepted), names matched in any case.
@@ -10,7 +10,7 @@ Splits: train = every TRAIN utterance without SA (3,696); validation = the 50 de
 8 kHz and 16-bit requantisation as Wisdom's script, 129 bins, log-power, -50 dB floor); the
 target of frame t is frame t + 1.
 
-Loss and the two logged conventions (reference/tasks.md §4.4): ``mse`` divides the masked
+Loss and the two logged conventions (paper §5.4; expRNN's 3_timit.py): ``mse`` divides the masked
 squared error by the padded batch size B·T·129 (Wisdom's and the paper's convention, the
 leaderboard's metric); ``mse_valid`` by the valid entries only (expRNN's). Validation and test
 are single batches padded to the longest non-SA TEST utterance, as Wisdom evaluates them, so

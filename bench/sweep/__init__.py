@@ -5,7 +5,7 @@ study only chooses the config overrides. Search spaces are YAML data in ``sweeps
 docs/sweeps.md). Storage is a journal file under the runs directory by default, or PostgreSQL
 (``postgresql://...``) with heartbeats for clusters.
 
-How workers share a study (reference/harness.md §2):
+How workers share a study (Optuna docs: GridSampler, enqueue_trial, RDBStorage heartbeats):
 - Grid: every combination is enqueued exactly once (under a study lock), and workers claim only
   WAITING trials; Optuna's GridSampler would duplicate points across workers.
 - TPE: a worker with nothing to claim enqueues one empty trial while the study has fewer than
