@@ -427,8 +427,8 @@ def test_count_params_equals_formula_and_groups_cover_each_tensor_once(name, opt
 
 def test_formulas_at_paper_sizes():
     dtriv, nnrnn = get_model_class("dtriv"), get_model_class("nnrnn")
-    assert dtriv.n_params(170, 1, 10) == get_model_class("exprnn").n_params(170, 1, 10) == 16_415   # models.md §12
-    # unitary: n² + 3n + 2n(m + p) + p, the full-capacity uRNN's count (models.md §12: 16,366 at n=116)
+    assert dtriv.n_params(170, 1, 10) == get_model_class("exprnn").n_params(170, 1, 10) == 16_415   # n=170: expRNN
+    # unitary: n² + 3n + 2n(m + p) + p, the full-capacity uRNN's count (16,366 at n=116)
     assert dtriv.n_params(116, 1, 10, complex=True) == get_model_class("fcurnn").n_params(116, 1, 10) == 16_366
     # nnRNN copy task, n=128, 10 inputs (one-hot labels + 2), 9 outputs: n² + n + n(m + p) + p
     assert nnrnn.n_params(128, 10, 9) == 128 * 128 + 128 + 128 * 19 + 9

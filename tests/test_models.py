@@ -37,7 +37,7 @@ CASES = {
 }
 ALL = [(name, opts) for name in sorted(CASES) for opts in CASES[name]]
 IDS = [name + "".join(f"-{k}={v}" for k, v in opts.items()) for name, opts in ALL]
-# (m, p) of the paper's tasks (models.md, Notation); checked against the task registry where registered
+# (m, p) of the paper's tasks (paper §5); checked against the task registry where registered
 TASK_DIMS = {"mnist": (1, 10), "pmnist": (1, 10), "copying": (10, 9), "adding": (2, 1), "timit": (129, 129)}
 
 
@@ -77,7 +77,7 @@ def test_formula_equals_counted_scalars(name, opts, n, m, p):
     assert sorted(grouped) == sorted(id(q) for q in model.parameters() if q.requires_grad)
 
 
-# models.md §12 "Checked examples": (model, options, task, n, P)
+# counts worked out by hand from each model's formula at the paper's sizes: (model, options, task, n, P)
 CHECKED = [
     ("scornn", {}, "mnist", 170, 16_415), ("scornn", {}, "mnist", 360, 68_950), ("scornn", {}, "mnist", 512, 136_970),
     ("exprnn", {}, "mnist", 170, 16_415), ("exprnn", {}, "mnist", 360, 68_950), ("exprnn", {}, "mnist", 512, 136_970),
@@ -101,7 +101,7 @@ CHECKED = [
 
 
 @pytest.mark.parametrize("name,opts,task,n,expected", CHECKED)
-def test_models_md_checked_examples(name, opts, task, n, expected):
+def test_counts_worked_out_by_hand(name, opts, task, n, expected):
     assert get_model_class(name).param_count(n, *TASK_DIMS[task], **opts) == expected
 
 

@@ -11,7 +11,7 @@ The oracles below are written from the reference implementations, not from model
       output = lin_output*extended_scale
 
   i.e. ε = 1e-5 both inside the root and in the denominator, the same scale on Re and Im; and
-  reference/models.md §3.1 / §5 (stwisdom/urnn full uRNN: the same formula).
+  stwisdom/urnn's full uRNN uses the same formula.
 * real modReLU, no ε (scoRNN); SpartinStuff/scoRNN scoRNN.py (commit 3e34d5f),
   ``scoRNNCell.__call__``, lines 75-76::
 
@@ -23,7 +23,7 @@ The oracles below are written from the reference implementations, not from model
       magnitude = relu(biased_norm) ; phase = inputs / norm        (complex)
       magnitude = relu(biased_norm) ; phase = tf.sign(inputs)      (real)
 
-  with ε = 0.01 (models.md §6: the current code; the stored older versions have 1e-5), and the
+  with ε = 0.01 (EUNN-tensorflow's current eunn.py; older versions have 1e-5), and the
   1e-12 the harness declares inside the root of the complex |z| (models/eurnn.py, unitary.py
   ``modrelu_scale``: a finite gradient at z = 0).
 
@@ -51,7 +51,7 @@ from bench.models.unitary import (MODRELU_EPS, complex_to_real_block, modrelu_co
 
 F64 = torch.float64
 REF_EPS = 1e-5          # scuRNN.py l.79-80: 1e-5 inside the root and 1e-5 in the denominator
-EURNN_EPS = 0.01        # EUNN-tensorflow eunn.py modrelu (current code, models.md §6)
+EURNN_EPS = 0.01        # EUNN-tensorflow eunn.py modrelu (current code)
 EURNN_ROOT = 1e-12      # the harness's declared addition inside EURNN's root (models/eurnn.py)
 TOL = 1e-12
 

@@ -50,7 +50,7 @@ def test_theorem2_gradients_match_autograd(small64):
     hs = unroll(xu, model.h0, complex_to_real_block(W), lambda z: modrelu_complex(z, model.bias))
     loss = ((model.readout(hs) - target) ** 2).mean()
     loss.backward()
-    dL_dW = 0.5 * W.grad.conj()                       # Wirtinger derivative (models.md §1.3)
+    dL_dW = 0.5 * W.grad.conj()                       # Wirtinger derivative (paper §4)
 
     eye = torch.eye(n, dtype=A.dtype)
     C = torch.linalg.solve((eye + A).T, dL_dW @ (torch.diag(d) + W.detach().T))
@@ -109,7 +109,7 @@ def test_parameter_count_formula(n, m, p):
 
 
 def test_paper_budgets():
-    # models.md §12: scuRNN n=116 MNIST 16,482 (with h0) ~16k; n=128 TIMIT 83,073 ~83k
+    # scuRNN n=116 MNIST 16,482 (with h0) ~16k; n=128 TIMIT 83,073 ~83k (paper Tables 1-2)
     assert SCURNN.n_params(116, 1, 10) == 16_482
     assert SCURNN.n_params(250, 1, 10) == 69_010
     assert SCURNN.n_params(128, 129, 129) == 83_073

@@ -14,7 +14,7 @@ from bench.tasks import audio, build_task
 from bench.tasks.speech import split_files
 
 realdata = pytest.mark.realdata
-# frames of the five clips through the paper's pipeline (the longest: 447 x 129, reference/tasks.md §6)
+# frames of the five clips through the paper's pipeline (the longest: 447 x 129)
 CLIP_FRAMES = {"0870": 447, "0880": 190, "0890": 335, "0920": 382, "0930": 209}
 
 

@@ -1,19 +1,20 @@
-"""The data the tasks feed the models, checked against the protocols of reference/tasks.md.
+"""The data the tasks feed the models, checked against the protocols of the reference code
+(scoRNN/scuRNN *_copying.py and *_adding.py, TF's MNIST reader) and the paper §5.
 
 Every check here is an independent oracle written from the protocol, not a re-run of the
 task's own code:
 
-* copying (tasks.md §1): batches from the task's own datamodule (train, val and test loaders,
+* copying (scuRNN_copying.py): batches from the task's own datamodule (train, val and test loaders,
   several sequence lengths and data seeds) equal, element by element, the sequence the protocol
   builds from the batch's 10 data symbols: the symbols, T - 1 blanks, the marker 9 at 0-based
   index T + 9, 10 blanks; the target T + 10 blanks then the symbols. One-hot layout, dtypes,
   uniform symbols from {1..8}, and the baseline 10 ln 8 / (T + 20) as numbers (0.17329 at
   T = 100, ...) and as the cross-entropy of the memoryless strategy through the task's loss.
-* adding (tasks.md §2): exactly two markers, the first in [0, f-1] and the second in [f, T-1]
+* adding (scuRNN_adding.py): exactly two markers, the first in [0, f-1] and the second in [f, T-1]
   with f = floor((T-1)/2) (the ends of both ranges are hit, so a range shifted by one fails),
   markers uniform over their ranges (chi-square), values U(0, 1), target the sum of the marked
   values, baseline 1/6 as a number and as the MSE of predicting 1.
-* MNIST / pMNIST (tasks.md §3, real IDX files in BENCH_DATA_DIR): split rows, pixels /255,
+* MNIST / pMNIST (TF's read_data_sets split, real IDX files in BENCH_DATA_DIR): split rows, pixels /255,
   labels, and the 92916 permutation applied as x_perm[:, t] = x[:, perm[t]].
 * "first step below baseline" (bench/curves.py ``summarise``) on constructed curves: the
   5-point rolling mean of the logged training losses, strictly below the baseline, reported as
@@ -63,7 +64,7 @@ def _chi2_ok(counts: np.ndarray) -> tuple[bool, float, int]:
 # ---- copying --------------------------------------------------------------------------------
 
 def _copying_protocol(data: torch.Tensor, T: int):
-    """The input symbols and targets tasks.md §1 prescribes for the 10 data symbols ``data``."""
+    """The input symbols and targets the copying code prescribes for the 10 data symbols ``data``."""
     B = data.shape[0]
     seq = np.zeros((B, T + 20), dtype=np.int64)
     target = np.zeros((B, T + 20), dtype=np.int64)
@@ -131,7 +132,7 @@ def test_copying_symbols_are_uniform_on_1_to_8():
 def test_copying_baseline_as_a_number(T, number):
     baseline = build_task("copying", seq_len=T).baseline
     assert baseline == pytest.approx(10 * math.log(8) / (T + 20), rel=1e-12)
-    assert baseline == pytest.approx(number, abs=5e-6)        # the values tasks.md §1 lists
+    assert baseline == pytest.approx(number, abs=5e-6)        # 10·ln 8/(T + 20) worked out
 
 
 @pytest.mark.parametrize("T", [1, 10, 100])
@@ -182,7 +183,7 @@ def test_adding_batches_follow_the_protocol(T, data_seed):
                          [(200, (0, 98), (99, 199)), (750, (0, 373), (374, 749)), (10, (0, 3), (4, 9)),
                           (11, (0, 4), (5, 10)), (3, (0, 0), (1, 2))])
 def test_adding_marker_ranges_and_uniformity(T, first_range, second_range):
-    """tasks.md §2 spells the ranges out for L = 200 and 750: [0, 98] / [99, 199] and
+    """the adding code's randint calls give the ranges for L = 200 and 750: [0, 98] / [99, 199] and
     [0, 373] / [374, 749]. Over many sequences both ends of both ranges are hit (so a range
     moved or widened by one step fails), and each position is hit about equally often."""
     dm = build_task("adding", seq_len=T, data_seed=11).datamodule(100)
@@ -255,7 +256,7 @@ def test_mnist_batches_are_the_idx_pixels(name, raw_mnist, mnist_dir, data_cache
     task = build_task(name, data_dir=str(mnist_dir))
     perm = None
     if name == "pmnist":
-        perm = np.random.RandomState(92916).permutation(784)            # tasks.md §3
+        perm = np.random.RandomState(92916).permutation(784)            # the harness's fixed pMNIST seed
         assert np.array_equal(np.sort(perm), np.arange(784)) and not np.array_equal(perm, np.arange(784))
     dm = task.datamodule(50)
 
