@@ -10,7 +10,8 @@ import sys
 
 # (subcommand module, registers these commands); modules that are absent are skipped.
 COMMAND_MODULES = ["bench.cmd_run", "bench.params", "bench.cmd_speed", "bench.sweep", "bench.leaderboard",
-                   "bench.cmd_data", "bench.cmd_check", "bench.cmd_sync"]
+                   "bench.cmd_data", "bench.cmd_check", "bench.cmd_sync", "bench.cmd_dashboard",
+                   "bench.cmd_reproduce"]
 
 
 def build_parser() -> argparse.ArgumentParser:

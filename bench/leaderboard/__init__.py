@@ -26,7 +26,7 @@ from .cli import EXTENSIONS, FORMATS, cmd_compare, cmd_leaderboard, parse_format
 from .facts import columns_for, curve_for
 from .figures import curves_figure, diagnostics_figure, make_figures
 from .load import DIAGNOSTICS_FILE, Problem, check_result, load_diagnostics, load_results
-from .render import render_csv, render_html, render_md, render_text
+from .render import render_csv, render_md, render_text
 from .tables import (DIAGNOSTICS_NOTE, column_notes, diagnostics_table, distinguishing_settings, flat_rows, fmt_stat,
                      html_table, md_table, paper_footnotes, paper_tables, protocol_heading, scale_note, task_table,
                      text_table)
@@ -38,6 +38,6 @@ __all__ = [
     "curves_figure", "diagnostics_figure", "diagnostics_table", "distinguishing_settings", "flat_rows", "fmt_stat",
     "group_by_task", "group_key", "html_table", "load_diagnostics", "load_results", "log_wandb", "make_figures",
     "md_table", "paper_footnotes", "paper_tables", "paper_values", "parse_formats", "protocol_groups",
-    "protocol_heading", "protocol_label", "register", "render_csv", "render_html", "render_md", "render_text",
+    "protocol_heading", "protocol_label", "register", "render_csv", "render_md", "render_text",
     "scale_note", "stat", "task_table", "text_table",
 ]

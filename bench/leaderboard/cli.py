@@ -13,7 +13,7 @@ from .aggregate import aggregate, group_by_task
 from .facts import curve_for
 from .figures import curves_figure, diagnostics_figure, make_figures
 from .load import load_results
-from .render import render_csv, render_html, render_md, render_text
+from .render import render_csv, render_md, render_text
 from .tables import fmt_stat
 from .wandb_table import log_wandb
 
@@ -70,8 +70,10 @@ def cmd_leaderboard(args) -> int:
             text = render_md(by_task, problems, meta, figures, out)
         elif fmt == "csv":
             text = render_csv(rows)
-        else:
-            text = render_html(by_task, problems, meta, figures)
+        else:   # the dashboard's page, static: plotly.js and every run's details embedded (bench/dashboard.py)
+            from bench.dashboard import render_page
+
+            text = render_page(results, problems, meta, static=True, figures=figures)
         if out:
             out.mkdir(parents=True, exist_ok=True)
             path = out / f"leaderboard.{EXTENSIONS[fmt]}"
