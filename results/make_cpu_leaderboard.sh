@@ -16,4 +16,4 @@ for model in $MODELS; do
 done
 printf '%s\n' "${jobs[@]}" | xargs -P 2 -I{} sh -c \
   "bench run {} --runs-dir $RUNS --threads 1 --quiet --wandb disabled > /dev/null 2>&1 || echo 'failed: {}'"
-bench leaderboard --runs-dir "$RUNS" --format md,csv,html --out "$OUT"
+bench leaderboard --runs-dir "$RUNS" --format md,csv --out "$OUT"   # html (the dashboard page, 5 MB with plotly inlined): add ,html
