@@ -280,9 +280,13 @@ def _earlier_parts(run_dir: Path) -> list[dict]:
 
 def _paper_row(cfg: RunConfig) -> dict | None:
     """The paper's row this run's settings came from, as result.json records it."""
-    from bench.paper import paper_setting
+    from bench.paper import paper_rows, paper_setting
 
-    row = paper_setting(cfg.model, cfg.task, cfg.seq_len)
+    # the paper's further sizes (e.g. scuRNN n=250 on MNIST) are rows of their own: the row of
+    # this size and length first, else the (model, task, length) default
+    sized = [r for r in paper_rows(cfg.model, cfg.task)
+             if r.n_hidden == cfg.n_hidden and r.seq_len in (None, cfg.seq_len)]
+    row = min(sized, key=lambda r: r.seq_len is None) if sized else paper_setting(cfg.model, cfg.task, cfg.seq_len)
     if row is None:
         return None
     return {"source": row.source, "n_hidden": row.n_hidden, "seq_len": row.seq_len, "budget": row.budget,

@@ -352,3 +352,17 @@ def test_the_default_data_seed_is_one_fact():
     from bench.tasks.base import DEFAULT_DATA_SEED
 
     assert RunConfig.data_seed == DEFAULT_DATA_SEED == 5544       # the references' seed
+
+
+def test_result_names_the_paper_row_of_its_own_size():
+    """The paper's second sizes are rows of their own: a run at scuRNN n=250 on MNIST records
+    that row (its learning rates and numbers), not the n=116 default."""
+    from bench.paper import paper_rows
+    from bench.run import _paper_row
+
+    for n in (116, 250):
+        (expected,) = [r for r in paper_rows("scurnn", "mnist") if r.n_hidden == n]
+        row = _paper_row(resolve(RunConfig(model="scurnn", task="mnist", n_hidden=n)))
+        assert (row["n_hidden"], row["source"], row["reported"]) == (n, expected.source, expected.reported)
+        assert row["used_its_hidden_size"]
+    assert _paper_row(resolve(RunConfig(model="scurnn", task="mnist", n_hidden=64)))["n_hidden"] == 116

@@ -89,7 +89,8 @@ def group_key(r: dict) -> tuple:
     info = json.dumps(split_facts(r.get("task_info")), sort_keys=True, default=str)
     return (r["task"], r["model"], r["config_hash"], c.get("seq_len"), c.get("max_steps"), c.get("max_epochs"),
             c.get("batch_size"), r.get("n_hidden", c.get("n_hidden")), c.get("data_seed"),
-            hashlib.sha256(info.encode()).hexdigest()[:12])
+            hashlib.sha256(info.encode()).hexdigest()[:12],
+            (c.get("tags") or {}).get("eval_batches"))   # bench reproduce's smoke runs evaluate on a subset
 
 
 def budget_label(c: dict) -> str:

@@ -1,0 +1,91 @@
+"""``bench reproduce``: run one of the paper's tables or figures and print it beside the paper's
+numbers. The artefacts, scales and protocols are declared in bench/reproduce.py."""
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+from bench.config import WANDB_MODES
+from bench.errors import ConfigError
+from bench.reproduce import ARTEFACTS, SCALES, check_request
+
+
+def _say(text: str) -> None:
+    print(f"bench reproduce: {text}", file=sys.stderr, flush=True)
+
+
+def cmd_reproduce(args) -> int:
+    from bench import reproduce as rp
+
+    check_request(None if args.list else args.artefact, args.scale, args.workers, args.seeds)
+    if args.list:
+        for line in rp.list_lines(args.with_new_models, args.workers):
+            print(line)
+        print(f"({rp.ESTIMATE_NOTE}.)")
+        return 0
+    if not args.artefact:
+        raise ConfigError(f"bench reproduce needs an artefact ({', '.join(ARTEFACTS)}) or --list")
+    runs = rp.plan(args.artefact, args.scale, args.seeds, with_new_models=args.with_new_models,
+                   runs_dir=args.runs_dir, data_dir=args.data_dir, wandb=args.wandb)
+    rp.mark_states(runs, args.runs_dir)
+    todo = [r for r in runs if r.state != "done"]
+    if args.dry_run:
+        for r in runs:
+            c = r.resolved
+            line = shlex.join(_bench_run_line(r))
+            print(f"{r.state:<6} {r.label():<40} {c.max_steps} steps × {c.batch_size}  {c.config_hash()}  {line}"
+                  + (f"  # + validation/test on the first {r.eval_batches} batch(es) only" if r.eval_batches else ""))
+        print(f"{len(runs)} runs: {len(runs) - len(todo)} done, {sum(r.state == 'resume' for r in runs)} to resume, "
+              f"{sum(r.state == 'run' for r in runs)} to run; nothing was run (--dry-run)")
+        return 0
+    outcomes = []
+    if todo:
+        rp.preflight(todo, args.runs_dir)
+        _say(f"{args.artefact} at scale {args.scale}: {len(runs)} runs, {len(runs) - len(todo)} already done, "
+             f"{len(todo)} to run on {min(args.workers, len(todo))} worker(s) "
+             f"(≈ {rp.fmt_duration(rp.wall_estimate(todo, min(args.workers, len(todo))))} estimated)")
+        outcomes = rp.execute(todo, args.workers, Path(args.runs_dir) / "reproduce" / "logs")
+    else:
+        _say(f"{args.artefact} at scale {args.scale}: all {len(runs)} runs already done under {args.runs_dir}")
+    md, text_csv = rp.render(args.artefact, args.scale, runs, rp.load_existing(args.runs_dir))
+    sys.stdout.write(md)
+    md_path, csv_path = rp.write_outputs(args.runs_dir, args.artefact, args.scale, md, text_csv)
+    failed = [o for o in outcomes if o.status != "completed"]
+    _say(f"ran {len(outcomes)}, skipped {len(runs) - len(todo)} already done, failed {len(failed)}; "
+         f"wrote {md_path} and {csv_path}")
+    for o in failed:
+        _say(f"failed: {o.run.label()}: {o.status}: {o.error or 'no error message'}"
+             + (f" ({o.run_dir})" if o.run_dir else ""))
+    return 1 if failed else 0
+
+
+def _bench_run_line(r) -> list[str]:
+    from bench.flags import run_command
+
+    argv = run_command(r.resolved.to_dict())
+    return argv + (["--track-test"] if r.resolved.track_test and r.resolved.scale != "paper" else [])
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "reproduce", help="run one of the paper's tables or figures and print it beside the paper's numbers",
+        description="Expand one of the paper's artefacts into runs (one per paper row and seed, each a normal "
+                    "`bench run` with the row's size, optimizers and options), run them with N worker processes "
+                    "(skipping runs already completed in --runs-dir, resuming unfinished ones), and print the "
+                    "paper's table with the paper's value, ours (mean ± std over seeds) and the difference. "
+                    "Also written to RUNS_DIR/reproduce/ARTEFACT-SCALE.md and .csv.")
+    p.add_argument("artefact", nargs="?", metavar="ARTEFACT", help=f"one of: {', '.join(ARTEFACTS)}")
+    p.add_argument("--scale", default="smoke", metavar="SCALE",
+                   help="; ".join(f"{s.name}: {s.about} ({s.seeds} seed{'s' if s.seeds != 1 else ''} by default)"
+                                  for s in SCALES.values()) + " (default smoke)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes, one torch thread each (default 1)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds 0..K-1 per setting (default: the scale's)")
+    p.add_argument("--runs-dir", default="runs", help="where run folders go and are looked up (default runs)")
+    p.add_argument("--data-dir", default=None, help="data folder for mnist/pmnist (optional) and timit (required)")
+    p.add_argument("--wandb", default="auto", choices=WANDB_MODES, help="W&B mode of every run (default auto)")
+    p.add_argument("--with-new-models", action="store_true",
+                   help="also run the registered models without a paper row, at scuRNN's paper budget")
+    p.add_argument("--dry-run", action="store_true", help="print the runs (done, to resume, to run); run nothing")
+    p.add_argument("--list", action="store_true", help="every artefact with its number of runs and estimated cost")
+    p.set_defaults(func=cmd_reproduce)

@@ -1,0 +1,346 @@
+"""``bench reproduce``: the run set of an artefact against bench/paper.py, what the scales change,
+skipping what is done, the rendered cells against statistics computed here, failures, one real
+artefact end to end through the CLI, and the input errors."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import multiprocessing
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench import reproduce as rp
+from bench.cli import main
+from bench.config import RunConfig, resolve
+from bench.models import MODELS, get_model_class
+from bench.optim import resolve_name
+from bench.paper import anchor_budget, paper_rows, paper_setting
+from bench.results import write_result
+from bench.tasks import get_task_class
+
+# fields a scale may change; every other field of a resolved config must be the same at every scale
+SCALE_FIELDS = {"max_steps", "batch_size", "val_every", "seq_len", "scale", "tags", "track_test"}
+
+
+def _expected_table1(seeds: int) -> set[tuple]:
+    """Table 1's runs computed here from bench/paper.py: every mnist/pmnist row x seed, with the
+    optimizer of each group the model has (name resolved to the model's reference rule) and lr."""
+    out = set()
+    for task in ("mnist", "pmnist"):
+        for row in paper_rows(task=task):
+            cls = get_model_class(row.model)
+            groups = cls.groups_for(**row.options)
+            opts = tuple(sorted((g, resolve_name(name, cls.semantics_for(g)), lr)
+                                for g, (name, lr) in row.opts.items() if g in groups))
+            for seed in range(seeds):
+                out.add((task, row.model, row.n_hidden, opts, json.dumps(row.options, sort_keys=True), seed))
+    return out
+
+
+def _as_tuple(run: rp.PlannedRun) -> tuple:
+    c = run.resolved
+    opts = tuple(sorted((g, spec[0], spec[1]) for g, spec in c.opts.items()))
+    return (c.task, c.model, c.n_hidden, opts, json.dumps(c.model_options, sort_keys=True), c.seed)
+
+
+@pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])
+def test_table1_runs_are_the_paper_rows_times_seeds(tmp_path, scale):
+    runs = rp.plan("table1", scale, 2, runs_dir=str(tmp_path))
+    expected = _expected_table1(2)
+    assert len(expected) == 40 and len(runs) == len(expected)          # 20 rows of Table 1, 2 seeds
+    assert {_as_tuple(r) for r in runs} == expected
+    for r in runs:
+        proto = rp.protocol(r.resolved.task, scale)
+        ps = get_task_class(r.resolved.task).paper_scale
+        want = ps if scale == "paper" else {"max_steps": proto.max_steps, "batch_size": proto.batch_size,
+                                            "val_every": proto.val_every}
+        assert {k: getattr(r.resolved, k) for k in ("max_steps", "batch_size", "val_every")} == \
+               {k: want[k] for k in ("max_steps", "batch_size", "val_every")}
+        assert r.resolved.track_test is True and r.resolved.quiet and r.resolved.threads == 1
+        assert r.resolved.paper_source == r.row.source and r.resolved.fallback is None
+        assert r.eval_batches == (rp.PROTOCOLS[r.resolved.task]["smoke"].eval_batches if scale == "smoke" else None)
+
+
+def test_scales_change_only_the_declared_fields(tmp_path):
+    by_scale = {s: {(r.resolved.task, r.model, r.resolved.n_hidden, r.seed): r.resolved.to_dict()
+                    for r in rp.plan(a, s, 1, runs_dir=str(tmp_path))}
+                for a in ("table1", "copying", "adding") for s in rp.SCALES}
+    assert by_scale["smoke"].keys() == by_scale["cpu"].keys() == by_scale["paper"].keys()
+    for key, smoke in by_scale["smoke"].items():
+        for other in (by_scale["cpu"][key], by_scale["paper"][key]):
+            changed = {k for k in smoke if smoke[k] != other[k]}
+            assert changed <= SCALE_FIELDS, (key, changed - SCALE_FIELDS)
+
+
+def test_paper_default_rows_share_the_config_hash_of_plain_bench_run(tmp_path):
+    """Passing the row's settings explicitly gives the hash `bench run` gets from the row itself,
+    so reproduce and `bench run`/`bench leaderboard` see the same runs."""
+    checked = 0
+    for r in rp.plan("copying", "cpu", 1, runs_dir=str(tmp_path)) + rp.plan("table1", "cpu", 1, runs_dir=str(tmp_path)):
+        c = r.resolved
+        if paper_setting(c.model, c.task, c.seq_len) is not r.row:
+            continue
+        plain = resolve(RunConfig(model=c.model, task=c.task, seed=c.seed, seq_len=c.seq_len, batch_size=c.batch_size,
+                                  max_steps=c.max_steps, val_every=c.val_every))
+        assert plain.config_hash() == c.config_hash(), r.label()
+        checked += 1
+    assert checked >= 15
+
+
+def test_copying_and_adding_pick_each_models_row_at_each_length(tmp_path):
+    runs = rp.plan("copying", "smoke", 1, runs_dir=str(tmp_path))
+    models = sorted({r.model for r in paper_rows(task="copying")})
+    assert sorted(r.model for r in runs if r.panel.seq_len == 1000) == models
+    for r in runs:
+        assert r.row is paper_setting(r.model, "copying", r.panel.seq_len)
+        assert r.resolved.seq_len == {1000: 20, 2000: 40}[r.panel.seq_len]           # declared smoke lengths
+    scurnn = {r.panel.seq_len: r.resolved.opts for r in runs if r.model == "scurnn"}
+    assert scurnn[1000]["A"] == ["scurnn_adagrad", 1e-4] and scurnn[2000]["A"] == ["scurnn_rmsprop", 1e-4]  # §5.2
+    paper = rp.plan("adding", "paper", 1, runs_dir=str(tmp_path))
+    assert sorted({r.resolved.seq_len for r in paper}) == [200, 750]
+    eurnn = {r.panel.seq_len: r.resolved.model_options for r in paper if r.model == "eurnn"}
+    assert eurnn == {200: {"capacity": 4, "complex": False}, 750: {"style": "fft", "complex": False}}
+    md, _ = rp.render("adding", "smoke", rp.plan("adding", "smoke", 1, runs_dir=str(tmp_path)), [])
+    assert "T=200 run at T=20" in md and "## T=750 (run at T=40)" in md   # shortened lengths said in the header
+
+
+def test_with_new_models_adds_the_models_without_a_row_at_the_anchor_budget(tmp_path):
+    runs = rp.plan("table1", "smoke", 1, with_new_models=True, runs_dir=str(tmp_path))
+    for task in ("mnist", "pmnist"):
+        new = sorted(r.model for r in runs if r.row is None and r.resolved.task == task)
+        assert new == sorted(m for m in MODELS if not paper_rows(m, task))
+        cls = get_task_class(task)
+        budget, _ = anchor_budget(task, None, cls.d_input, cls.d_output)
+        for r in runs:
+            if r.row is None and r.resolved.task == task:
+                m = get_model_class(r.model)
+                assert r.resolved.n_hidden == m.hidden_for_budget(budget, cls.d_input, cls.d_output,
+                                                                  **r.resolved.model_options)
+    assert "eurnn" in {r.model for r in runs if r.row is None and r.resolved.task == "mnist"}  # no mnist row
+    md, _ = rp.render("table1", "smoke", runs, [])
+    assert "lru (not in the paper)" in md
+
+
+# ---- results on disk --------------------------------------------------------------------------
+
+def _fake_result(runs_dir: Path, run: rp.PlannedRun, metrics: dict, status="completed", finished="2026-01-01T00:00:00",
+                 eval_tag="same") -> Path:
+    """A result.json as bench/run.py writes it (bench.results.write_result), for a planned run."""
+    config = run.resolved.to_dict()
+    if eval_tag != "same":
+        config["tags"] = {**config["tags"], "eval_batches": eval_tag}
+    name = f"fake-{run.config_hash[:8]}-seed{run.seed}-{time.monotonic_ns()}"
+    folder = runs_dir / run.resolved.task / run.model / name
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(config))
+    write_result(folder, {"result_version": 1, "status": status, "error": None, "config": config,
+                          "config_hash": run.config_hash, "seed": run.seed, "model": run.model,
+                          "task": run.resolved.task, "n_hidden": run.resolved.n_hidden, "n_params": run.n_params,
+                          "metric": {"name": "acc", "mode": "max"}, "task_info": {"data_seed": 5544},
+                          "metrics": metrics, "wall_time_s": 1.0, "finished_at": finished})
+    return folder
+
+
+def test_done_runs_are_skipped_and_corrupt_partial_or_foreign_ones_are_not(tmp_path):
+    runs = rp.plan("table1", "smoke", 1, runs_dir=str(tmp_path))
+    assert len(runs) == 20
+    folders = [_fake_result(tmp_path, r, {"best_test_acc": 0.5}) for r in runs]
+    rp.mark_states(runs, tmp_path)
+    assert [r.state for r in runs] == ["done"] * 20
+    (folders[0] / "result.json").write_text('{"status": "completed", "conf')            # corrupt (cut short)
+    data = json.loads((folders[1] / "result.json").read_text())
+    del data["metrics"]
+    (folders[1] / "result.json").write_text(json.dumps(data))                            # partial record
+    (folders[2] / "result.json").unlink()
+    _fake_result(tmp_path, runs[2], {"best_test_acc": 0.5}, status="diverged")           # not completed
+    (folders[3] / "result.json").unlink()
+    _fake_result(tmp_path, runs[3], {"best_ckpt_test_acc": 0.5})                         # made without --track-test
+    (folders[4] / "result.json").unlink()
+    _fake_result(tmp_path, runs[4], {"best_test_acc": 0.5}, eval_tag=None)               # another evaluation
+    (folders[5] / "result.json").unlink()
+    (folders[5] / "checkpoints").mkdir()
+    (folders[5] / "checkpoints" / "last.ckpt").write_bytes(b"x")                        # unfinished, resumable
+    rp.mark_states(runs, tmp_path)
+    assert [r.state for r in runs[:6]] == ["run"] * 5 + ["resume"]
+    assert runs[5].resume_dir == str(folders[5])
+    assert [r.state for r in runs[6:]] == ["done"] * 14
+
+
+def _md_table_rows(md: str, header_start: str) -> tuple[list[str], list[list[str]]]:
+    lines = md.splitlines()
+    i = next(k for k, line in enumerate(lines) if line.startswith("| " + header_start))
+    split = lambda line: [c.strip() for c in line.strip().strip("|").split("|")]   # noqa: E731
+    body = []
+    for line in lines[i + 2:]:
+        if not line.startswith("|"):
+            break
+        body.append(split(line))
+    return split(lines[i]), body
+
+
+def test_rendered_cells_are_mean_std_and_difference_to_the_paper(tmp_path):
+    runs = rp.plan("table1", "smoke", 3, runs_dir=str(tmp_path))
+    rng = np.random.default_rng(7)
+    values: dict[tuple, list[float]] = {}
+    for r in runs:
+        if r.model == "ornn" and r.seed > 0:
+            continue                                   # one seed only: no std
+        v = float(rng.uniform(0.1, 0.9))
+        values.setdefault((r.resolved.task, r.model, r.resolved.n_hidden), []).append(v)
+        _fake_result(tmp_path, r, {"best_test_acc": v, "best_ckpt_test_acc": 0.0})
+    scurnn = next(r for r in runs if r.model == "scurnn" and r.resolved.n_hidden == 116 and r.resolved.task == "mnist")
+    _fake_result(tmp_path, scurnn, {"best_test_acc": 0.99}, eval_tag=None)      # full evaluation: another protocol
+    _fake_result(tmp_path, scurnn, {"best_test_acc": float("nan")}, status="diverged", finished="2026-01-02T00:00:00")
+    md, text_csv = rp.render("table1", "smoke", runs, rp.load_existing(tmp_path))
+
+    headers, body = _md_table_rows(md, "model")
+    col = {h: i for i, h in enumerate(headers)}
+    cells = {(b[0], b[1]): b for b in body}
+    names = {"scurnn": "scuRNN", "scornn": "scoRNN", "lstm": "LSTM", "urnn": "Rest. cap. uRNN",
+             "fcurnn": "Full cap. uRNN", "ornn": "oRNN", "eurnn": "EURNN"}
+    assert [b[0] for b in body][:2] == ["scuRNN", "scuRNN"] and len(body) == 11      # Table 1's rows, its order
+    for (task, model, n), vals in values.items():
+        label = {"mnist": "Unperm.", "pmnist": "Perm."}[task]
+        row = cells[(names[model], str(n))]
+        paper = next(s.reported["test_acc"] for s in paper_rows(model, task) if s.n_hidden == n)
+        mean = statistics.fmean(vals)
+        assert np.isclose(mean, np.mean(vals))
+        if len(vals) > 1:
+            std = statistics.stdev(vals)
+            assert np.isclose(std, np.std(vals, ddof=1))
+            ours = f"{mean:.4g} ± {std:.2g} ({len(vals)} seeds)"
+        else:
+            ours = f"{mean:.4g} (1 seed)"
+        if (task, model, n) == ("mnist", "scurnn", 116):
+            ours += " [1 diverged]"
+        assert row[col[f"{label} test acc: ours"]] == ours
+        assert row[col[f"{label} test acc: paper"]] == f"{paper:.4g}"
+        assert row[col[f"{label} test acc: Δ"]] == f"{mean - paper:+.3g}"
+    assert cells[("oRNN", "256")][col["Perm. test acc: ours"]] == "no paper row"     # Table 1 has no pMNIST oRNN
+    assert "Scale **smoke**" in md and "4 steps × batch 50" in md and "first 1 batch(es)" in md
+
+    lines = list(csv.DictReader(io.StringIO(text_csv)))
+    assert len(lines) == 20
+    for line in lines:
+        vals = values[(line["task"], line["model"], int(line["n_hidden"]))]
+        assert float(line["mean"]) == pytest.approx(np.mean(vals))
+        assert (line["std"] == "") if len(vals) == 1 else float(line["std"]) == pytest.approx(np.std(vals, ddof=1))
+        assert float(line["diff"]) == pytest.approx(np.mean(vals) - float(line["paper"]))
+        assert line["eval_batches"] == "1" and line["max_steps"] == "4"
+
+
+def test_failed_runs_and_a_killed_worker_are_reported_and_the_others_go_on(tmp_path):
+    """One worker: a run whose worker is killed (SIGKILL) mid-training, a run that raises, and a
+    good run. The first two are reported with why; a new worker takes over and the good run completes."""
+    long, good, bad = rp.plan("adding", "smoke", 1, runs_dir=str(tmp_path))[1:4]    # lstm, scornn, fcurnn at T=20
+    for r in (long, good, bad):
+        r.resolved.max_steps, r.resolved.val_every, r.resolved.seq_len, r.resolved.wandb = 2, 2, 5, "disabled"
+    long.resolved.max_steps = long.resolved.val_every = 10**6              # dispatched first (longest estimate)
+    bad.resolved.model_options = {**bad.resolved.model_options, "bogus": 1}
+    logs = tmp_path / "logs"
+
+    def kill_worker0():
+        deadline = time.time() + 120
+        while time.time() < deadline and not any("== run" in p.read_text() for p in logs.glob("*-worker0.log")):
+            time.sleep(0.2)
+        time.sleep(2)                                                      # inside the training loop by now
+        for p in multiprocessing.active_children():
+            if p.name == "bench-reproduce-0":
+                os.kill(p.pid, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_worker0)
+    killer.start()
+    said = []
+    outcomes = rp.execute([long, bad, good], 1, logs, say=said.append)
+    killer.join()
+    status = {o.run.model: o for o in outcomes}
+    assert status["lstm"].status == "failed" and status["lstm"].error == "worker process died (killed by signal 9)"
+    assert status["fcurnn"].status == "failed" and "bogus" in status["fcurnn"].error
+    assert status["scornn"].status == "completed" and Path(status["scornn"].run_dir, "result.json").is_file()
+    assert sum("FAILED" in s for s in said) == 2 and any("bogus" in s and "fcurnn" in s for s in said)
+
+
+# ---- the command ------------------------------------------------------------------------------
+
+def _bench(*args, cwd, timeout=300):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "WANDB_SILENT": "true"}
+    return subprocess.run([sys.executable, "-m", "bench.cli", "reproduce", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _results(runs_dir: Path) -> list[Path]:
+    return sorted(runs_dir.rglob("result.json"))
+
+
+def test_adding_smoke_end_to_end_then_nothing_to_do_then_one_corrupt_rerun(tmp_path):
+    runs_dir = tmp_path / "runs"
+    done = _bench("adding", "--scale", "smoke", "--workers", "2", "--runs-dir", str(runs_dir), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    planned = rp.plan("adding", "smoke", runs_dir=str(runs_dir))
+    assert len(planned) == 14
+    found = _results(runs_dir)
+    assert len(found) == 14
+    keys = {(json.loads(p.read_text())["config_hash"], json.loads(p.read_text())["seed"]) for p in found}
+    assert keys == {(r.config_hash, r.seed) for r in planned}
+    for p in found:
+        r = json.loads(p.read_text())
+        assert r["status"] == "completed" and r["config"]["tags"]["eval_batches"] == 4
+    assert "# Figure 5: adding problem" in done.stdout and "| scuRNN | 116 |" in done.stdout
+    assert (runs_dir / "reproduce" / "adding-smoke.md").read_text() == done.stdout
+    assert (runs_dir / "reproduce" / "adding-smoke.csv").is_file()
+    assert "ran 14, skipped 0" in done.stderr
+
+    again = _bench("adding", "--scale", "smoke", "--workers", "2", "--runs-dir", str(runs_dir), cwd=tmp_path)
+    assert again.returncode == 0 and "ran 0, skipped 14" in again.stderr
+    assert len(_results(runs_dir)) == 14 and again.stdout == done.stdout
+
+    found[0].write_text(found[0].read_text()[:100])                    # a result cut short
+    third = _bench("adding", "--scale", "smoke", "--workers", "2", "--runs-dir", str(runs_dir), cwd=tmp_path)
+    assert third.returncode == 0 and "ran 1, skipped 13" in third.stderr
+    assert len(_results(runs_dir)) == 15
+
+
+def test_unknown_artefact_is_one_line_naming_it_and_the_known_ones(tmp_path):
+    done = _bench("tabel1", "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path, timeout=60)
+    assert done.returncode == 2 and done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "'tabel1'" in lines[0]
+    assert all(name in lines[0] for name in ("table1", "table2", "copying", "adding"))
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["table1", "--scale", "huge"], ["'huge'", "smoke", "cpu", "paper"]),
+    (["table1", "--workers", "0"], ["--workers", "0"]),
+    (["table1", "--seeds", "0"], ["--seeds", "0"]),
+    ([], ["table1", "--list"]),
+    (["table2", "--scale", "smoke"], ["timit", "--data-dir"]),            # TIMIT's data: checked before any run
+])
+def test_bad_input_is_one_line_and_exit_2_before_any_work(tmp_path, capsys, argv, words):
+    runs = tmp_path / "runs"
+    assert main(["reproduce", *argv, "--runs-dir", str(runs)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("bench reproduce: error:") and all(w in err[0] for w in words), err
+    assert not list(runs.rglob("config.json"))
+
+
+def test_list_and_dry_run_run_nothing(tmp_path, capsys):
+    assert main(["reproduce", "--list"]) == 0
+    out = capsys.readouterr().out
+    for name in rp.ARTEFACTS:
+        assert out.count(f"\n{name} ") + out.startswith(f"{name} ") == 1
+    assert out.count(" runs (") == 3 * len(rp.ARTEFACTS) and "README" in out
+    assert main(["reproduce", "copying", "--scale", "cpu", "--dry-run", "--runs-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("bench run --model") == 36 and "36 runs: 0 done" in out     # 12 settings x 3 seeds
+    assert not any(tmp_path.iterdir())
