@@ -839,7 +839,7 @@ def estimate_seconds(run: PlannedRun) -> float:
 
 
 ESTIMATE_NOTE = ("cost = single-thread CPU time on this repository's 2-core machine: per run, steps × a per-step "
-                 "time (README 'Training speed relative to LSTM': ms per step of each model at copying T=100, "
+                 "time (measured ms per step of each model at copying T=100, "
                  "batch 20, ≈22k parameters, 1 thread; scaled linearly by T and batch and by (parameters)^0.7, "
                  f"a fit to ten timed MNIST runs), plus evaluation (one evaluated sequence ≈ {EVAL_SHARE} of a "
                  f"trained one) and {RUN_OVERHEAD_S:.0f} s per run; divide by --workers and add "
