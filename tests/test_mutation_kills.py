@@ -25,7 +25,6 @@ from __future__ import annotations
 import math
 import re
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -530,9 +529,11 @@ def test_invalid_options_are_named(cls, kwargs, name, value, expected):
 @pytest.mark.parametrize("cls, kwargs", [
     (MeanSquareRMSprop, {"decay": 0}), (MeanSquareRMSprop, {"decay": 0.999}), (MeanSquareRMSprop, {"eps": 0}),
     (MeanSquareRMSprop, {"initial_accumulator": 0}), (MeanSquareRMSprop, {"eps_placement": "outside"}),
-    (AccumulatorAdagrad, {"eps": 0, "initial_accumulator": 1}), (AccumulatorAdagrad, {"eps": 1, "initial_accumulator": 0}),
+    (AccumulatorAdagrad, {"eps": 0, "initial_accumulator": 1}),
+    (AccumulatorAdagrad, {"eps": 1, "initial_accumulator": 0}),
     (AccumulatorAdagrad, {"eps_placement": "inside"}),
-    (BiasCorrectedAdam, {"betas": (0, 0)}), (BiasCorrectedAdam, {"betas": (0.999, 0.5)}), (BiasCorrectedAdam, {"eps": 0}),
+    (BiasCorrectedAdam, {"betas": (0, 0)}), (BiasCorrectedAdam, {"betas": (0.999, 0.5)}),
+    (BiasCorrectedAdam, {"eps": 0}),
 ])
 def test_boundary_options_are_accepted(cls, kwargs):
     group = cls(_p(), 0.1, **kwargs).param_groups[0]
