@@ -25,6 +25,8 @@ OPTIONAL:
     hidden_step (int)           n must be a multiple of this (default 1)
     post_step()                 called after each optimizer step (projections, re-basing)
     unitarity_error()           max |W^H W - I| of the recurrent matrix, for diagnostics
+    unitarity_tolerance (float) the largest unitarity_error() the model claims after 100 float32
+                                training steps (default 1e-5; `bench check-model` checks it)
 """
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ class RecurrentModel(nn.Module):
     paper: ClassVar[str] = ""
     groups: ClassVar[tuple[str, ...]] = ("other",)
     hidden_step: ClassVar[int] = 1
+    unitarity_tolerance: ClassVar[float] = 1e-5
     default_hidden: ClassVar[int] = 64
     # groups that live on a manifold and must keep their own update: group -> allowed optimizers
     manifold_groups: ClassVar[dict[str, tuple[str, ...]]] = {}

@@ -67,6 +67,9 @@ class FCURNN(ComplexModReLURNN):
     groups = ("W", "other")
     # W is a unitary matrix: a Euclidean optimizer would walk it off the group
     manifold_groups = {"W": ("cayley", "cayley_rms")}
+    # the reference's Cayley step is never re-projected: in float32 W drifts by about 1e-7 per step
+    # at lr 1e-3 (8.9e-6 to 1.1e-5 after 100 steps over seeds 0-5, n=16), so it claims 1e-4, not 1e-5
+    unitarity_tolerance = 1e-4
     default_opts = {"W": ("cayley", 1e-3), "other": ("rmsprop", 1e-3)}
     optimizer_semantics = {"*": "theano"}   # Wisdom's Theano rms_prop (optimizations.py) for the non-unitary weights
 

@@ -18,11 +18,7 @@ from bench.models.scornn import SCORNN
 
 # Checks a registered model is known to fail: (model, check) -> why. They must still FAIL (a fix
 # fails this test until its entry is deleted); every other check must pass or be a justified n/a.
-KNOWN_FAILURES = {
-    ("fcurnn", "unitary"): "the multiplicative Cayley step drifts in float32 and nothing corrects it "
-                           "(models/fcurnn.py): 1.1e-05 after 100 steps of its default lr 1e-3 at n=16 "
-                           "(8.9e-06 to 1.1e-05 over seeds 0-5), against the kit's 1e-05",
-}
+KNOWN_FAILURES: dict[tuple[str, str], str] = {}
 
 
 def _claims(cls) -> dict[str, bool]:
