@@ -36,13 +36,7 @@ from bench.optim import known_optimizers
 TOL = 1e-10
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # 2 shared cores: one thread each
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 
 def _close(got, want, what, tol=TOL):

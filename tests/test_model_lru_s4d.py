@@ -21,12 +21,7 @@ from bench.models import build_model, get_model_class
 B, L, M, P = 2, 7, 3, 2
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 
 def _numpy_params(model) -> dict[str, np.ndarray]:

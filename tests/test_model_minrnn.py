@@ -23,13 +23,7 @@ TOL = 1e-10
 NAMES = ("mingru", "minlstm")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # 2 shared cores: one thread each
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 
 def _close(got, want, what, tol=TOL):

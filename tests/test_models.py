@@ -41,13 +41,7 @@ IDS = [name + "".join(f"-{k}={v}" for k, v in opts.items()) for name, opts in AL
 TASK_DIMS = {"mnist": (1, 10), "pmnist": (1, 10), "copying": (10, 9), "adding": (2, 1), "timit": (129, 129)}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # 2 shared cores: two threads per process under contention are ~30x slower than one
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 
 def test_every_registered_model_has_cases():
