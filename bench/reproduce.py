@@ -25,6 +25,7 @@ from pathlib import Path
 
 from bench.config import RunConfig
 from bench.errors import ConfigError
+from bench.results import writable_folder
 from bench.paper import PaperSetting, paper_rows, paper_setting
 
 # --------------------------------------------------------------------------------------------
@@ -547,13 +548,7 @@ def preflight(runs: list[PlannedRun], runs_dir: str | Path) -> None:
         if key not in seen:
             seen.add(key)
             build_task(c.task, seq_len=c.seq_len, data_dir=c.data_dir, data_seed=c.data_seed).datamodule(c.batch_size)
-    out = Path(runs_dir) / "reproduce"
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot create {out}: {exc.strerror}; choose another --runs-dir") from None
-    if not os.access(out, os.W_OK):
-        raise ConfigError(f"{out} is not writable; choose another --runs-dir")
+    writable_folder(Path(runs_dir) / "reproduce", "the reproduce folder")
 
 
 # --------------------------------------------------------------------------------------------

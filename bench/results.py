@@ -39,6 +39,21 @@ def atomic_write(path: Path, write) -> None:
         raise
 
 
+def writable_folder(path: Path, what: str = "folder", flag: str = "--runs-dir") -> Path:
+    """Create ``path`` if needed and check it can be written, or raise ConfigError naming it and
+    the flag that chooses another."""
+    from bench.errors import ConfigError
+
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create {what} {path}: {exc.strerror}; choose another with {flag}") from None
+    if not os.access(path, os.W_OK):
+        raise ConfigError(f"{what} {path} is not writable; choose another with {flag}")
+    return path
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import sys
 import time
 import warnings
@@ -17,7 +16,7 @@ from bench.config import RunConfig, resolve
 from bench.curves import read_curves, summarise
 from bench.preemption import PREEMPT_CKPT, preemption_callback, resume_checkpoint
 from bench.provenance import code_version, hardware, library_versions
-from bench.results import atomic_write_text, write_result
+from bench.results import atomic_write_text, writable_folder, write_result
 from bench.secrets import mask_text
 
 ACCELERATORS = {"auto": "auto", "cpu": "cpu", "gpu": "gpu", "cuda": "gpu", "mps": "mps"}
@@ -49,15 +48,7 @@ def check_device(device: str) -> None:
 
 
 def make_run_dir(cfg: RunConfig) -> Path:
-    base = Path(cfg.runs_dir) / cfg.task / cfg.model
-    try:
-        base.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        from bench.errors import ConfigError
-        raise ConfigError(f"cannot create runs directory {base}: {exc.strerror}; choose another with --runs-dir") from None
-    if not os.access(base, os.W_OK):
-        from bench.errors import ConfigError
-        raise ConfigError(f"runs directory {base} is not writable; choose another with --runs-dir")
+    base = writable_folder(Path(cfg.runs_dir) / cfg.task / cfg.model, "runs directory")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for k in range(1000):
         path = base / (f"{stamp}-{cfg.config_hash()[:8]}-seed{cfg.seed}" + (f"-{k}" if k else ""))

@@ -339,7 +339,7 @@ def test_list_and_dry_run_run_nothing(tmp_path, capsys):
     out = capsys.readouterr().out
     for name in rp.ARTEFACTS:
         assert out.count(f"\n{name} ") + out.startswith(f"{name} ") == 1
-    assert out.count(" runs (") == 3 * len(rp.ARTEFACTS) and "README" in out
+    assert out.count(" runs (") == 3 * len(rp.ARTEFACTS) and "measured ms per step" in out
     assert main(["reproduce", "copying", "--scale", "cpu", "--dry-run", "--runs-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert out.count("bench run --model") == 36 and "36 runs: 0 done" in out     # 12 settings x 3 seeds
