@@ -17,12 +17,12 @@ validation batch, at most ``max_batch`` sequences), :class:`Diagnostics` records
 Everything goes to ``<run_dir>/diagnostics.json`` (rewritten atomically after each
 validation, so a killed run keeps what it had). ``bench leaderboard`` plots and tabulates it.
 
-How the hidden states are reached: the models keep h_t inside their time loop and expose no
-hook for it. For one diagnostic pass only, :func:`record_recurrence` swaps the shared
-``unroll``/``modrelu_*`` of ``models/unitary.py`` in the model's own module for recording
-wrappers, and switches a model with a fused recurrence (``model.fast``) to its plain ``unroll``
-path, which computes the same numbers. Models that use neither (e.g. ``torch.nn.LSTM``) get
-``grad_norm = None`` and ``modrelu = None``.
+How the hidden states are reached: for one diagnostic pass, :func:`record_recurrence` attaches a
+recorder to the model (``RecurrentModel.recording``, models/base.py). The model then runs its
+plain per-step loop, which computes the same numbers as its fused one, and reports each
+pre-activation and state. Every registered model reports; LSTM and GRU step ``torch.nn.LSTM``/
+``GRU`` one time step at a time for it. A model that reports no states gets ``grad_norm = None``
+with the reason; one without a modReLU gets ``modrelu = None``.
 
 Usage (what ``bench/run.py`` adds to its callbacks)::
 
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,7 +40,6 @@ from pathlib import Path
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from bench.models import unitary
 from bench.results import atomic_write_text
 
 DIAGNOSTICS_FILE = "diagnostics.json"
@@ -58,9 +56,18 @@ class _Recorder:
         self.count = 0
         self.sums: list[torch.Tensor] = []   # per call: [singular, eps_zone, dead, min |z|, max gain]
 
+    def step(self, z: torch.Tensor | None, h: torch.Tensor, *, bias: torch.Tensor | None, complex_: bool,
+             eps: float) -> None:
+        """One time step: the pre-activation z_t and the state h_t (models/base.py, RECORDING)."""
+        self.states.append(h)
+        if bias is not None:
+            self.modrelu(z, bias, complex_, eps)
+
     def modrelu(self, z: torch.Tensor, bias: torch.Tensor, complex_: bool, eps: float) -> None:
         with torch.no_grad():
-            if complex_:
+            if z.is_complex():
+                sq = z.real ** 2 + z.imag ** 2
+            elif complex_:
                 n = bias.shape[-1]
                 sq = z[..., :n] ** 2 + z[..., n:] ** 2
             else:
@@ -86,42 +93,14 @@ class _Recorder:
 @contextmanager
 def record_recurrence(model: torch.nn.Module, zone: float = 0.1):
     """Within the block, forward passes of ``model`` record each h_t (kept in the graph) and
-    modReLU statistics into the yielded recorder. Restores the model's module on exit."""
+    modReLU statistics into the yielded recorder."""
     rec = _Recorder(zone)
-    module = sys.modules[type(model).forward.__module__]     # where the time loop is called
-    originals = {}
-
-    def unroll(xu, h0, W, activation):
-        def act(z):
-            h = activation(z)
-            rec.states.append(h)
-            return h
-        return unitary.unroll(xu, h0, W, act)
-
-    def modrelu_complex(z, bias, eps=unitary.MODRELU_EPS):
-        rec.modrelu(z, bias, True, eps)
-        return unitary.modrelu_complex(z, bias, eps)
-
-    def modrelu_real(z, bias):
-        rec.modrelu(z, bias, False, 0.0)
-        return unitary.modrelu_real(z, bias)
-
-    for name, wrapper in (("unroll", unroll), ("modrelu_complex", modrelu_complex), ("modrelu_real", modrelu_real)):
-        if getattr(module, name, None) is getattr(unitary, name):   # only the shared helpers
-            originals[name] = getattr(module, name)
-            setattr(module, name, wrapper)
-    # A model with a fused recurrence (models/fastpath.py) keeps no per-step graph; its
-    # ``fast=False`` path is the plain ``unroll`` loop with the same numbers.
-    fast = getattr(model, "fast", None)
-    if fast is True:
-        model.fast = False
-    try:
+    recording = getattr(model, "recording", None)
+    if recording is None:              # not a RecurrentModel: nothing reports
         yield rec
-    finally:
-        for name, fn in originals.items():
-            setattr(module, name, fn)
-        if fast is True:
-            model.fast = True
+        return
+    with recording(rec):
+        yield rec
 
 
 def _subsample(values: list[float]) -> tuple[list[int], list[float]]:
@@ -152,6 +131,8 @@ def snapshot(model: torch.nn.Module, task, batch, zone: float = 0.1) -> dict:
             out["grad_norm"] = {"t": t, "norm": v, "seq_len": len(norms), "log10_first_over_last": ratio}
         else:
             out["grad_norm"] = None
+            out["grad_norm_unavailable"] = (f"{type(model).__name__} reported no states to the recorder "
+                                            "(models/base.py, RECORDING)")
         out["modrelu"] = rec.modrelu_summary()
     return out
 

@@ -36,6 +36,7 @@ import os
 import secrets
 import string
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -90,11 +91,26 @@ def check_online() -> str | None:
     global _offline_reason
     import wandb
 
-    try:
-        ok = wandb.login(verify=True, timeout=max(1, round(_timeout())), prompt=False, relogin=False)
-        _offline_reason = None if ok else "wandb found no API key"
-    except Exception as exc:        # AuthenticationError, CommError, a timeout
-        _offline_reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    answer: list = []
+
+    def login():
+        try:
+            answer.append(wandb.login(verify=True, timeout=max(1, round(_timeout())), prompt=False, relogin=False))
+        except Exception as exc:    # AuthenticationError, CommError, a timeout
+            answer.append(exc)
+
+    # wandb's own timeout covers one request; its retries can take longer (11 s seen for 3 s):
+    # a daemon thread with a hard deadline bounds the whole check.
+    thread = threading.Thread(target=login, name="bench-wandb-login", daemon=True)
+    thread.start()
+    thread.join(2 * _timeout() + 5)
+    if not answer:
+        _offline_reason = f"no answer from the W&B server within {2 * _timeout() + 5:.0f} s"
+    elif isinstance(answer[0], Exception):
+        _offline_reason = (str(answer[0]).strip().splitlines() or [type(answer[0]).__name__])[0][:200]
+    else:
+        _offline_reason = None if answer[0] else "wandb found no API key"
+    if _offline_reason and answer:     # (a login still waiting is left alone, not torn down under it)
         wandb.teardown()
     return _offline_reason
 

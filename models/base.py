@@ -27,10 +27,18 @@ OPTIONAL:
     unitarity_error()           max |W^H W - I| of the recurrent matrix, for diagnostics
     unitarity_tolerance (float) the largest unitarity_error() the model claims after 100 float32
                                 training steps (default 1e-5; `bench check-model` checks it)
+RECORDING (bench/diagnostics.py): inside ``with model.recording(recorder):`` a forward pass runs
+the model's plain per-step loop and reports every step to ``recorder.step(z, h, bias=..,
+complex_=.., eps=..)``: the pre-activation z_t, the state h_t the next step reads (so dL/dh_t is
+the total derivative), and the modReLU bias and ε when the activation is a modReLU. A model
+passes ``self.step_record(...)`` as ``unitary.unroll``'s (or ``scan.sequential_scan``'s)
+``record`` and takes its plain path while ``self.recording_now``.
 """
 from __future__ import annotations
 
 import inspect
+from contextlib import contextmanager
+from functools import partial
 from typing import Callable, ClassVar
 
 import torch
@@ -56,6 +64,7 @@ class RecurrentModel(nn.Module):
     # whose update rules the generic optimizer names (rmsprop, adam, adagrad, sgd) mean for
     # each group, "*" for the rest: a family of bench/optim.py SEMANTICS (the reference code's)
     optimizer_semantics: ClassVar[dict[str, str]] = {"*": "torch"}
+    recorder = None          # set only inside ``recording``
 
     @classmethod
     def semantics_for(cls, group: str) -> str:
@@ -140,6 +149,28 @@ class RecurrentModel(nn.Module):
     def unitarity_error(self) -> float | None:
         return None
 
+    # -- recording the states for diagnostics ------------------------------------------
+    @contextmanager
+    def recording(self, recorder):
+        """Forward passes inside the block report each step to ``recorder`` (see RECORDING)."""
+        self.recorder = recorder
+        try:
+            yield recorder
+        finally:
+            self.recorder = None
+
+    @property
+    def recording_now(self) -> bool:
+        return self.recorder is not None
+
+    def step_record(self, bias: torch.Tensor | None = None, *, complex_: bool = False, eps: float = 0.0):
+        """``unitary.unroll``'s ``record`` argument: None unless recording. ``bias``: the modReLU
+        bias (None for other activations); ``complex_``: a complex modReLU on [Re | Im] (or on a
+        complex tensor); ``eps``: its ε inside the root."""
+        if self.recorder is None:
+            return None
+        return partial(self.recorder.step, bias=bias, complex_=complex_, eps=eps)
+
     # -- shared helpers --------------------------------------------------------------
     def count_params(self) -> int:
         """Effective degrees of freedom; equals ``n_params`` (tests check it)."""
@@ -184,6 +215,20 @@ def get_model_class(name: str | type | Callable) -> type[RecurrentModel]:
 
 def build_model(name: str, d_input: int, d_output: int, n_hidden: int, **options) -> RecurrentModel:
     return get_model_class(name)(d_input=d_input, d_output=d_output, n_hidden=n_hidden, **options)
+
+
+def torch_rnn_states(rnn: nn.LSTM | nn.GRU, x: torch.Tensor, record) -> torch.Tensor:
+    """The states (B, L, n) of a one-layer, batch-first ``torch.nn.LSTM``/``GRU``, one step at a
+    time: torch's fused loop keeps h_t out of reach, and here each h_t is the one tensor both the
+    readout and the next step read, reported to ``record(None, h_t)``. Same numbers as ``rnn(x)``."""
+    h, c, outs = None, None, []
+    for x_t in x.unbind(1):
+        state = None if h is None else ((h.unsqueeze(0), c) if c is not None else h.unsqueeze(0))
+        _, state = rnn(x_t.unsqueeze(1), state)
+        h, c = (state[0][0], state[1]) if isinstance(state, tuple) else (state[0], None)
+        record(None, h)
+        outs.append(h)
+    return torch.stack(outs, dim=1)
 
 
 def glorot_(tensor: torch.Tensor) -> torch.Tensor:

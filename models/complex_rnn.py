@@ -4,13 +4,10 @@ The complex state h = a + ib is the real row [a | b] (models/unitary.py). A subc
 unitary W in ``recurrent_matrix()`` (complex (n, n), row convention) and calls ``init_io`` after
 creating its recurrent parameters; ``init_io`` adds the parameters this class uses: ``U``
 ([Re U | Im U]), the modReLU ``bias``, the trainable ``h0`` and the ``readout`` on [Re h | Im h].
-The recurrence runs through the fast path (models/fastpath.py) when ``fast`` is True, else the
-plain loop ``unitary.unroll``; a model whose W costs less to apply than to multiply out
-overrides ``use_dense`` and ``factored_states`` (urnn).
-
-bench/diagnostics.py records the states by swapping ``unroll`` and ``modrelu_complex`` in the
-module that defines the model's ``forward``: ``states`` (and ``factored_states``) take them as
-arguments, so that a subclass with a ``forward`` of its own (scurnn) hands in its module's.
+The recurrence runs through the fast path (models/fastpath.py) when ``fast`` is True and no
+recorder is attached (models/base.py, RECORDING), else the plain loop ``unitary.unroll``; a model
+whose W costs less to apply than to multiply out overrides ``use_dense`` and ``factored_states``
+(urnn).
 """
 from __future__ import annotations
 
@@ -19,7 +16,7 @@ from torch import nn
 
 from .base import RecurrentModel, glorot_
 from .fastpath import recurrence
-from .unitary import complex_to_real_block, modrelu_complex, unitarity_error, unroll
+from .unitary import MODRELU_EPS, complex_to_real_block, modrelu_complex, unitarity_error, unroll
 
 
 class ComplexModReLURNN(RecurrentModel):
@@ -47,22 +44,25 @@ class ComplexModReLURNN(RecurrentModel):
         """Multiply W out once per forward (default) or apply it per step (``factored_states``)."""
         return True
 
-    def factored_states(self, xu: torch.Tensor, loop) -> torch.Tensor:
+    def factored_states(self, xu: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} must define factored_states() to apply W per step")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # (B, L, m) -> (B, L, p)
-        return self.readout(self.states(x @ self.U, unroll, modrelu_complex))
+        return self.readout(self.states(x @ self.U))
 
-    def states(self, xu: torch.Tensor, loop, modrelu) -> torch.Tensor:
-        """(B, L, 2n) states for the input projections xu (B, L, 2n); ``loop`` and ``modrelu`` are
-        ``unitary.unroll`` and ``unitary.modrelu_complex`` as the caller's module names them."""
+    def states(self, xu: torch.Tensor) -> torch.Tensor:
+        """(B, L, 2n) states for the input projections xu (B, L, 2n)."""
         if not self.use_dense(xu.device):
-            return self.factored_states(xu, loop)
+            return self.factored_states(xu)
         W = complex_to_real_block(self.recurrent_matrix())          # built once per forward
-        if self.fast:
+        if self.fast and not self.recording_now:
             return recurrence(xu, self.h0, W, self.bias, "modrelu_complex")
-        return loop(xu, self.h0, W, lambda z: modrelu(z, self.bias))
+        return unroll(xu, self.h0, W, lambda z: modrelu_complex(z, self.bias), self.modrelu_record())
+
+    def modrelu_record(self):
+        """The recorder's callback for this model's modReLU (None unless recording)."""
+        return self.step_record(self.bias, complex_=True, eps=MODRELU_EPS)
 
     @torch.no_grad()
     def unitarity_error(self) -> float:

@@ -33,9 +33,8 @@ from bench.errors import ConfigError, UnknownNameError
 
 from .complex_rnn import ComplexModReLURNN
 from .exprnn import INITS
-from .fastpath import recurrence
 from .orthogonal import RealModReLURNN
-from .unitary import modrelu_complex, modrelu_real, skew_hermitian, skew_symmetric, unroll
+from .unitary import skew_hermitian, skew_symmetric
 
 ONCE = math.inf                    # K: rebase after the first step only (dtriv∞)
 NEVER = 0                          # K: never rebase (expRNN)
@@ -191,14 +190,5 @@ class DTRIV(RealModReLURNN, ComplexModReLURNN):
 
     # -- the recurrence --------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # (B, L, m) -> (B, L, p). Here, not inherited: bench/diagnostics.py swaps the ``unroll`` and
-        # ``modrelu_*`` of the module that defines ``forward`` (as scurnn does).
-        if self.complex:
-            return self.readout(self.states(x @ self.U, unroll, modrelu_complex))
-        W = self.recurrent_matrix()                                       # built once per forward
-        xu = x @ self.U
-        if self.fast:
-            hs = recurrence(xu, self.h0, W, self.bias, "modrelu_real")
-        else:
-            hs = unroll(xu, self.h0, W, lambda z: modrelu_real(z, self.bias))
-        return self.readout(hs)
+        # (B, L, m) -> (B, L, p): the cell of the chosen kind (RealModReLURNN comes first in the MRO)
+        return (ComplexModReLURNN if self.complex else RealModReLURNN).forward(self, x)

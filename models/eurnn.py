@@ -22,6 +22,7 @@ from torch import nn
 from bench.errors import ConfigError, InvalidHiddenSizeError, UnknownNameError
 
 from .base import RecurrentModel, glorot_
+from .fastpath import recurrence
 from .unitary import complex_to_real_block, modrelu_complex, modrelu_cplx, modrelu_real, unitarity_error, unroll
 from .urnn import dense_is_faster
 
@@ -64,8 +65,6 @@ def _layer_tables(n: int, style: str, capacity: int):
 # EURNN's modReLU, (z / norm) * ReLU(norm + b) with norm = |z| + ε (ε outside the root, the
 # "outside" placement of unitary.modrelu_scale, with its 1e-12 in the root for a finite gradient
 # at z = 0): on [Re | Im], on a complex tensor, and the real version sign(z) ReLU(|z| + ε + b).
-# Bound here, not looked up at call time: bench/diagnostics.py swaps this module's
-# ``modrelu_complex``/``modrelu_real`` for recorders of the "inside" formula.
 modrelu_eurnn = partial(modrelu_complex, eps=EPS, placement="outside")
 modrelu_eurnn_cplx = partial(modrelu_cplx, eps=EPS, placement="outside")
 modrelu_eurnn_real = partial(modrelu_real, eps=EPS)
@@ -88,6 +87,8 @@ class EURNN(RecurrentModel):
         dense: ``True`` builds W once per forward and runs one GEMM per step; ``False`` applies
             the layers to the state at every step (O(Ln)); ``None`` picks the faster for the
             device, n and number of layers (``urnn.dense_is_faster``). Default: ``None``.
+        fast: run the dense recurrence with ``fastpath.recurrence`` (hand-written backward);
+            ``False`` uses the plain autograd loop ``unitary.unroll``. Default: ``True``.
 
     Example::
 
@@ -104,13 +105,15 @@ class EURNN(RecurrentModel):
     optimizer_semantics = {"*": "tf"}   # TF1 RMSProp of the EUNN-tensorflow code (copying_task.py, mnist_task.py)
 
     def __init__(self, d_input: int, d_output: int, n_hidden: int, *, style: str = "tunable",
-                 capacity: int = 2, complex: bool = True, readout: str = "re", dense: bool | None = None):
+                 capacity: int = 2, complex: bool = True, readout: str = "re", dense: bool | None = None,
+                 fast: bool = True):
         self.valid_hidden(n_hidden, style=style, capacity=capacity, complex=complex, readout=readout, dense=dense)
         super().__init__(d_input, d_output, n_hidden)
         n = n_hidden
         self.style, self.capacity, self.is_complex, self.readout_mode = style, capacity, complex, readout
         partner, rot, is_b, n_rot = _layer_tables(n, style, capacity)
         self.dense = dense                                        # None: chosen per forward (dense_is_faster)
+        self.fast = fast                                          # models/fastpath.py (dense path)
         self.register_buffer("partner", partner, persistent=False)
         self.register_buffer("rot", rot, persistent=False)
         self.register_buffer("is_b", is_b, persistent=False)
@@ -213,21 +216,30 @@ class EURNN(RecurrentModel):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # (B, L, m) -> (B, L, p)
         xu, n = x @ self.U, self.n_hidden
+        # the recorder's |z| is the root's, sqrt(|z|^2 + 1e-12) (its ε sits outside, in the bias)
+        record = self.step_record(self.bias, complex_=self.is_complex, eps=1e-12)
         if self.use_dense(x.device):
             W = self.recurrent_matrix()                                 # built once per forward
             if self.is_complex:
-                hs = unroll(xu, self.h0, complex_to_real_block(W), lambda z: modrelu_eurnn(z, self.bias))
+                W = complex_to_real_block(W)
+            if self.fast and not self.recording_now:
+                # the "outside" modReLU is the fast path's with 1e-12 in the root, ε in the
+                # denominator and b + ε as its bias: ReLU(|z|_e + b) / |z|_e, |z|_e = sqrt(.) + ε
+                kind = "modrelu_complex" if self.is_complex else "modrelu_real"
+                hs = recurrence(xu, self.h0, W, self.bias + EPS, kind, eps=EPS, eps_sqrt=1e-12)
+            elif self.is_complex:
+                hs = unroll(xu, self.h0, W, lambda z: modrelu_eurnn(z, self.bias), record)
             else:
-                hs = unroll(xu, self.h0, W, lambda z: modrelu_eurnn_real(z, self.bias))
+                hs = unroll(xu, self.h0, W, lambda z: modrelu_eurnn_real(z, self.bias), record)
         else:
             coef = self.coefficients()                                  # built once per forward
             step = lambda h: self.apply_layers(h, *coef)                # noqa: E731
             if self.is_complex:
                 hc = unroll(torch.complex(xu[..., :n], xu[..., n:]), torch.complex(self.h0[:, :n], self.h0[:, n:]),
-                            step, lambda z: modrelu_eurnn_cplx(z, self.bias))
+                            step, lambda z: modrelu_eurnn_cplx(z, self.bias), record)
                 hs = torch.cat([hc.real, hc.imag], dim=-1)
             else:
-                hs = unroll(xu, self.h0, step, lambda z: modrelu_eurnn_real(z, self.bias))
+                hs = unroll(xu, self.h0, step, lambda z: modrelu_eurnn_real(z, self.bias), record)
         return self.readout(hs[..., :n] if self.is_complex and self.readout_mode == "re" else hs)
 
     @torch.no_grad()

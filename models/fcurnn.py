@@ -50,6 +50,8 @@ class FCURNN(ComplexModReLURNN):
         n_hidden: complex hidden size n (the real state has 2n entries).
         init: initial W: ``"rand"`` (product of random restricted-uRNN factors, the reference's
             default), ``"haar"`` (Haar-random) or ``"identity"``. Default: ``"rand"``.
+        fast: run the recurrence with ``fastpath.recurrence`` (hand-written backward);
+            ``False`` uses the plain autograd loop ``unitary.unroll``. Default: ``True``.
 
     Train the ``W`` group with the ``cayley`` (or ``cayley_rms``) optimizer; any Euclidean
     optimizer takes W off the unitary group at once.
@@ -73,9 +75,10 @@ class FCURNN(ComplexModReLURNN):
     default_opts = {"W": ("cayley", 1e-3), "other": ("rmsprop", 1e-3)}
     optimizer_semantics = {"*": "theano"}   # Wisdom's Theano rms_prop (optimizations.py) for the non-unitary weights
 
-    def __init__(self, d_input: int, d_output: int, n_hidden: int, *, init: str = "rand"):
+    def __init__(self, d_input: int, d_output: int, n_hidden: int, *, init: str = "rand", fast: bool = True):
         self.valid_hidden(n_hidden, init=init)
         super().__init__(d_input, d_output, n_hidden)
+        self.fast = fast                                                                  # models/fastpath.py
         n = n_hidden
         self.W = nn.Parameter(torch.view_as_real(INITS[init](n)).float().contiguous())   # (n, n, 2)
         self.init_io(h0_bound=(3.0 / (2 * n)) ** 0.5)                                   # U is [Re V | Im V]

@@ -169,7 +169,10 @@ class LRU(RecurrentModel):
         gamma = torch.exp(self.gamma_log).unsqueeze(-1)
         # γ ⊙ (B u): u is real, so two real products instead of one complex one
         bu = torch.complex(u @ (gamma * self.B_re).T, u @ (gamma * self.B_im).T)   # (B, L, N)
-        h = (linear_scan if self.fast else sequential_scan)(self.eigenvalues(), bu)
+        if self.fast and not self.recording_now:
+            h = linear_scan(self.eigenvalues(), bu)
+        else:
+            h = sequential_scan(self.eigenvalues(), bu, record=self.step_record())
         y = h.real @ self.C_re.T - h.imag @ self.C_im.T + self.D * u      # Re(C h) + D ⊙ u
         # minimal-LRU applies flax's nn.gelu, whose default is the tanh approximation
         z = F.glu(self.glu(F.gelu(y, approximate="tanh")), dim=-1)

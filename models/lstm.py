@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import RecurrentModel, glorot_
+from .base import RecurrentModel, glorot_, torch_rnn_states
 
 
 class LSTM(RecurrentModel):
@@ -71,5 +71,7 @@ class LSTM(RecurrentModel):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # (B, L, m) -> (B, L, p)
+        if self.recording_now:
+            return self.readout(torch_rnn_states(self.rnn, x, self.step_record()))
         hs, _ = self.rnn(x)
         return self.readout(hs)

@@ -204,13 +204,11 @@ class NNRNN(RecurrentModel):
         # (B, L, m) -> (B, L, p)
         W = self.recurrent_matrix()                                       # built once per forward
         xu = x @ self.U
-        if self.nonlin == "modrelu":
-            if self.fast:
-                hs = recurrence(xu, self.h0, W, self.bias, "modrelu_real")
-            else:
-                hs = unroll(xu, self.h0, W, lambda z: modrelu_real(z, self.bias))
-        elif self.fast:
-            hs = recurrence(xu, self.h0, W, None, "tanh")
+        modrelu = self.nonlin == "modrelu"
+        if self.fast and not self.recording_now:
+            hs = recurrence(xu, self.h0, W, self.bias if modrelu else None, "modrelu_real" if modrelu else "tanh")
+        elif modrelu:
+            hs = unroll(xu, self.h0, W, lambda z: modrelu_real(z, self.bias), self.step_record(self.bias))
         else:
-            hs = unroll(xu, self.h0, W, torch.tanh)
+            hs = unroll(xu, self.h0, W, torch.tanh, self.step_record())
         return self.readout(hs)

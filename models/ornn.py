@@ -14,7 +14,10 @@ from torch import nn
 from bench.errors import InvalidHiddenSizeError
 
 from .base import RecurrentModel
+from .fastpath import recurrence
 from .unitary import unitarity_error, unroll
+
+SLOPE = 0.1         # the leaky ReLU's negative slope (the reference's default)
 
 
 def householder_wy(U: torch.Tensor) -> torch.Tensor:
@@ -34,6 +37,8 @@ class ORNN(RecurrentModel):
         k: number of reflections, 1 <= k <= n. Default: ``None`` (k = n, full capacity).
         normalize: renormalise the reflection vectors to unit norm after every optimizer step,
             as the reference does (W does not depend on their norms). Default: ``True``.
+        fast: run the recurrence with ``fastpath.recurrence`` (hand-written backward);
+            ``False`` uses the plain autograd loop ``unitary.unroll``. Default: ``True``.
 
     Example::
 
@@ -49,10 +54,12 @@ class ORNN(RecurrentModel):
     default_opts = {"W": ("adam", 1e-3), "other": ("adam", 1e-3)}
     optimizer_semantics = {"*": "torch"}   # sgd.py's Adam (0.9, 0.999, 1e-8); form not pinned down: PyTorch's
 
-    def __init__(self, d_input: int, d_output: int, n_hidden: int, *, k: int | None = None, normalize: bool = True):
+    def __init__(self, d_input: int, d_output: int, n_hidden: int, *, k: int | None = None, normalize: bool = True,
+                 fast: bool = True):
         self.valid_hidden(n_hidden, k=k)
         super().__init__(d_input, d_output, n_hidden)
         n = n_hidden
+        self.fast = fast                                                      # models/fastpath.py
         self.k = n if k is None else k
         self.normalize = normalize
         rows, cols = torch.tril_indices(n, self.k)
@@ -115,7 +122,11 @@ class ORNN(RecurrentModel):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # (B, L, m) -> (B, L, p)
         W = self.recurrent_matrix()                                     # built once per forward
-        hs = unroll(x @ self.V + self.bias, self.h0, W, lambda z: F.leaky_relu(z, 0.1))
+        xu = x @ self.V + self.bias
+        if self.fast and not self.recording_now:
+            hs = recurrence(xu, self.h0, W, None, "leaky_relu", slope=SLOPE)
+        else:
+            hs = unroll(xu, self.h0, W, lambda z: F.leaky_relu(z, SLOPE), self.step_record())
         return self.readout(hs)
 
     @torch.no_grad()

@@ -2,7 +2,8 @@
 
 A subclass builds its orthogonal W in ``recurrent_matrix()`` and owns the parameters ``U``,
 ``bias`` (modReLU), ``h0`` and ``readout``; this class runs the recurrence, through the fast
-path (models/fastpath.py) unless ``fast`` is False.
+path (models/fastpath.py) unless ``fast`` is False or a recorder is attached (models/base.py,
+RECORDING).
 """
 from __future__ import annotations
 
@@ -23,10 +24,10 @@ class RealModReLURNN(RecurrentModel):
         # (B, L, m) -> (B, L, p)
         W = self.recurrent_matrix()                                       # built once per forward
         xu = x @ self.U
-        if self.fast:
+        if self.fast and not self.recording_now:
             hs = recurrence(xu, self.h0, W, self.bias, "modrelu_real")
         else:
-            hs = unroll(xu, self.h0, W, lambda z: modrelu_real(z, self.bias))
+            hs = unroll(xu, self.h0, W, lambda z: modrelu_real(z, self.bias), self.step_record(self.bias))
         return self.readout(hs)
 
     @torch.no_grad()

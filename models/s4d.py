@@ -157,14 +157,14 @@ class S4D(RecurrentModel):
         # (B, L, m) -> (B, L, p)
         u = self.encoder(x)                                               # (B, L, H)
         length = u.shape[1]
-        if self.fast:
+        if self.fast and not self.recording_now:
             # causal convolution y_t = Σ_{l<=t} K_l u_{t-l}: zero-padded to 2L, no wrap-around
             k_f = torch.fft.rfft(self.kernel(length), n=2 * length, dim=-1).transpose(0, 1)   # (L+1, H)
             u_f = torch.fft.rfft(u, n=2 * length, dim=1)                                      # (B, L+1, H)
             y = torch.fft.irfft(u_f * k_f, n=2 * length, dim=1)[:, :length]
         else:
             A_bar, B_bar = self.discretized()
-            s = sequential_scan(A_bar, B_bar * u.unsqueeze(-1))           # (B, L, H, N/2)
+            s = sequential_scan(A_bar, B_bar * u.unsqueeze(-1), record=self.step_record())   # (B, L, H, N/2)
             y = 2 * torch.einsum("blhk,hk->blh", s, torch.view_as_complex(self.C)).real
         y = y + self.D * u
         # the official layer's nn.GELU() (exact erf form), then Conv1d(H, 2H, 1) + GLU(dim=channels)

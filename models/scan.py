@@ -28,12 +28,16 @@ def linear_scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None
     return b
 
 
-def sequential_scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
-    """The same recurrence one step at a time: the reference ``linear_scan`` is tested against."""
+def sequential_scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None, record=None) -> torch.Tensor:
+    """The same recurrence one step at a time: the reference ``linear_scan`` is tested against.
+    ``record``: None, or a function called with ``(None, h_t)`` after every step (diagnostics:
+    models/base.py, RECORDING)."""
     a = a.expand_as(b)
     h = torch.zeros_like(b[:, 0]) if h0 is None else h0.expand_as(b[:, 0])
     out = []
     for t in range(b.shape[1]):
         h = a[:, t] * h + b[:, t]
+        if record is not None:
+            record(None, h)
         out.append(h)
     return torch.stack(out, dim=1)

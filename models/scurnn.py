@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .complex_rnn import ComplexModReLURNN
-from .unitary import cayley_block_init, modrelu_complex, scale_grad, scaled_cayley, skew_hermitian, unitarity_error, unroll
+from .unitary import cayley_block_init, scale_grad, scaled_cayley, skew_hermitian, unitarity_error
 
 
 class SCURNN(ComplexModReLURNN):
@@ -30,7 +30,7 @@ class SCURNN(ComplexModReLURNN):
             Default: ``torch.complex128``.
         fast: run the recurrence with ``fastpath.recurrence`` (hand-written backward); ``False``
             uses the plain autograd loop ``unitary.unroll``, the reference the tests compare
-            against. Default: ``True``.
+            against (recording for diagnostics uses it too). Default: ``True``.
 
     Example::
 
@@ -82,11 +82,6 @@ class SCURNN(ComplexModReLURNN):
         d = torch.polar(torch.ones_like(self.theta), self.theta)
         solve = self.solve_dtype if self.A_re.dtype != torch.float64 else torch.complex128
         return scaled_cayley(A, d, solve_dtype=solve)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # (B, L, m) -> (B, L, p). Its own, not ComplexModReLURNN's: bench/diagnostics.py swaps the
-        # ``unroll`` and ``modrelu_complex`` of this module (tests/test_leaderboard.py checks it).
-        return self.readout(self.states(x @ self.U, unroll, modrelu_complex))
 
     @torch.no_grad()
     def unitarity_error(self) -> float:

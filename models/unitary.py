@@ -183,21 +183,26 @@ def cayley_block_init(n: int, *, high: float = math.pi / 2, generator: torch.Gen
     return free
 
 
-def unroll(xu: torch.Tensor, h0: torch.Tensor, W, activation) -> torch.Tensor:
+def unroll(xu: torch.Tensor, h0: torch.Tensor, W, activation, record=None) -> torch.Tensor:
     """Plain recurrence ``h_t = activation(xu_t + h_{t-1} W)`` over all steps.
 
     xu: (B, L, d) input projections for every step (one GEMM outside the loop);
     h0: (1, d) or (B, d); W: the (d, d) matrix (one ``addmm`` per step), or a function
     ``h -> h W`` for a recurrent operator that costs less to apply than to multiply out
-    (urnn: O(n log n), eurnn: O(Ln) per step; then ``xu_t + W(h)``). Returns (B, L, d).
-    Nothing here synchronises the device.
+    (urnn: O(n log n), eurnn: O(Ln) per step; then ``xu_t + W(h)``); record: ``None``, or a
+    function called with ``(z_t, h_t)`` after every step (the diagnostics' recorder, see
+    ``RecurrentModel.recording``: h_t is the state the next step reads, so the gradient of the
+    loss at h_t is the total derivative). Returns (B, L, d). Nothing here synchronises the device.
     """
     h = h0.expand(xu.shape[0], -1)
     operator = callable(W)
     outs = []
     # unbind, not xu[:, t]: the backward of each slice would allocate a full (B, L, d) zero tensor
     for x_t in xu.unbind(1):
-        h = activation(x_t + W(h) if operator else torch.addmm(x_t, h, W))
+        z = x_t + W(h) if operator else torch.addmm(x_t, h, W)
+        h = activation(z)
+        if record is not None:
+            record(z, h)
         outs.append(h)
     return torch.stack(outs, dim=1)
 

@@ -18,7 +18,7 @@ from bench.errors import ConfigError
 
 from .base import glorot_
 from .complex_rnn import ComplexModReLURNN
-from .unitary import modrelu_cplx
+from .unitary import modrelu_cplx, unroll
 
 PERMUTATION_SEED = 1234
 
@@ -85,6 +85,8 @@ class URNN(ComplexModReLURNN):
         dense: ``True`` multiplies W out once per forward and runs one GEMM per step;
             ``False`` applies the factors to the state at every step (O(n log n)); ``None``
             picks the faster for the device and n (``dense_is_faster``). Default: ``None``.
+        fast: run the dense recurrence with ``fastpath.recurrence`` (hand-written backward);
+            ``False`` uses the plain autograd loop ``unitary.unroll``. Default: ``True``.
 
     modReLU uses the harness's ε (inside the root and in the denominator); the released code
     has ε only in the denominator, which gives NaN gradients at z = 0.
@@ -103,10 +105,11 @@ class URNN(ComplexModReLURNN):
     default_opts = {"W": ("rmsprop", 1e-3), "D": ("rmsprop", 1e-3), "other": ("rmsprop", 1e-3)}
     optimizer_semantics = {"*": "theano"}   # Arjovsky's Theano rms_prop (complex_RNN optimizations.py)
 
-    def __init__(self, d_input: int, d_output: int, n_hidden: int, *, dense: bool | None = None):
+    def __init__(self, d_input: int, d_output: int, n_hidden: int, *, dense: bool | None = None, fast: bool = True):
         self.valid_hidden(n_hidden, dense=dense)
         super().__init__(d_input, d_output, n_hidden)
         n = n_hidden
+        self.fast = fast                                         # models/fastpath.py (dense path)
         self.dense = dense                                       # None: chosen per forward (dense_is_faster)
         self.theta = nn.Parameter(torch.empty(3, n).uniform_(-math.pi, math.pi))     # D1, D2, D3
         self.reflections = nn.Parameter(glorot_(torch.empty(2, 2 * n)))              # [Re v | Im v]
@@ -134,10 +137,11 @@ class URNN(ComplexModReLURNN):
     def use_dense(self, device: torch.device) -> bool:
         return self.dense if self.dense is not None else dense_is_faster(self.n_hidden, 6, device)
 
-    def factored_states(self, xu: torch.Tensor, loop) -> torch.Tensor:
-        """The factors applied to the complex state at every step (O(n log n)) by ``loop`` (``unitary.unroll``)."""
+    def factored_states(self, xu: torch.Tensor) -> torch.Tensor:
+        """The factors applied to the complex state at every step (O(n log n)) by ``unitary.unroll``."""
         n = self.n_hidden
         d, v = urnn_factors(self.theta, self.reflections)    # built once per forward
-        hc = loop(torch.complex(xu[..., :n], xu[..., n:]), torch.complex(self.h0[:, :n], self.h0[:, n:]),
-                  lambda h: apply_restricted(h, d, v, self.perm), lambda z: modrelu_cplx(z, self.bias))
+        hc = unroll(torch.complex(xu[..., :n], xu[..., n:]), torch.complex(self.h0[:, :n], self.h0[:, n:]),
+                    lambda h: apply_restricted(h, d, v, self.perm), lambda z: modrelu_cplx(z, self.bias),
+                    self.modrelu_record())
         return torch.cat([hc.real, hc.imag], dim=-1)

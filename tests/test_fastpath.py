@@ -11,10 +11,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.models import build_model
+from bench.models import MODELS, build_model
 from bench.errors import ConfigError, UnknownNameError
 from bench.models.fastpath import ACTIVATIONS, recurrence
 from bench.models.unitary import modrelu_complex, modrelu_real, unroll
+from test_models import ALL
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 PLAIN = {
@@ -126,18 +127,27 @@ def test_eurnn_modrelu_through_eps_options():
         _close(a, b, 1e-10, "grad")
 
 
-@pytest.mark.parametrize("name", ["scurnn", "scornn", "exprnn"])
+# every model with a fused path, on each option set of tests/test_models.py that takes it
+FAST_CASES = [(n, o) for n, o in ALL if "fast" in MODELS[n].options() and o.get("dense") is not False]
+SIZES = {"eurnn": 8, "s4d": 8}
+
+
+def test_every_fast_model_is_covered():
+    assert {n for n, _ in FAST_CASES} == {n for n, cls in MODELS.items() if "fast" in cls.options()}
+    assert {"scurnn", "scornn", "exprnn", "fcurnn", "urnn", "eurnn", "ornn", "nnrnn", "dtriv"} <= {n for n, _ in FAST_CASES}
+
+
+@pytest.mark.parametrize("name,opts", FAST_CASES, ids=[f"{n}{o}" for n, o in FAST_CASES])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_models_fast_equal_plain(name, dtype):
+def test_models_fast_equal_plain(name, opts, dtype):
     torch.manual_seed(0)
-    fast = build_model(name, 5, 4, 6).to(dtype)
-    plain = build_model(name, 5, 4, 6, fast=False).to(dtype)
-    plain.load_state_dict(fast.state_dict())
+    n = SIZES.get(name, 6)
+    fast = build_model(name, 5, 4, n, **opts).to(dtype)
+    plain = build_model(name, 5, 4, n, **opts, fast=False).to(dtype)
     with torch.no_grad():                                     # move off the init (every entry matters)
-        for model in (fast, plain):
-            if name == "scurnn":
-                model.A_im.copy_(torch.linspace(-0.3, 0.3, model.A_im.numel()))
-            model.bias.copy_(torch.linspace(-0.4, 0.2, 6))
+        for p in fast.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    plain.load_state_dict(fast.state_dict())
     assert fast.fast and not plain.fast
     x, target = torch.randn(3, 15, 5, dtype=dtype), torch.randn(3, 15, 4, dtype=dtype)
     out_f, out_p = fast(x), plain(x)

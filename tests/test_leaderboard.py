@@ -572,18 +572,17 @@ def test_wandb_offline_run_has_the_table(tmp_path, monkeypatch):
 
 
 # -- diagnostics ------------------------------------------------------------------------------
-def test_recorded_gradients_are_total_derivatives_and_module_is_restored():
+def test_recorded_gradients_are_total_derivatives_and_the_model_is_left_as_it_was():
     from bench.diagnostics import record_recurrence
-    from bench.models import scurnn, unitary
+    from bench.models import scurnn
 
     torch.manual_seed(0)
     model = scurnn.SCURNN(d_input=3, d_output=2, n_hidden=4)
     x = torch.randn(5, 12, 3)
     with record_recurrence(model) as rec:
         out = model(x)
-        assert scurnn.unroll is not unitary.unroll
-    assert scurnn.unroll is unitary.unroll and scurnn.modrelu_complex is unitary.modrelu_complex
-    assert model.fast is True                      # the fused path is back on
+        assert model.recorder is rec
+    assert model.recorder is None and model.fast is True      # the fused path is used again
     loss = (out[:, -1] ** 2).sum()                 # only the last step enters the loss
     grads = torch.autograd.grad(loss, rec.states)
     assert len(grads) == 12

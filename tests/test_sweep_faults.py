@@ -209,18 +209,36 @@ def test_an_unreachable_w_and_b_costs_one_bounded_wait_and_loses_nothing(tmp_pat
     again); result.json records offline against the online that was asked for."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env.update(WANDB_API_KEY="b" * 40, WANDB_BASE_URL="http://127.0.0.1:9", BENCH_WANDB_TIMEOUT="3",
-               HOME=str(tmp_path), WANDB_DIR=str(tmp_path), OMP_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, "-m", "bench.cli", "sweep", *TINY, "--wandb", "auto", "--runs-dir", "runs",
-                           "--space", space_file(tmp_path, SPACE), "--study", "s"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
-    out = done.stdout + done.stderr
-    assert done.returncode == 0 and "Traceback" not in out, out
+               HOME=str(tmp_path), WANDB_DIR=str(tmp_path), OMP_NUM_THREADS="1", PYTHONFAULTHANDLER="1")
+    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "sweep", *TINY, "--wandb", "auto", "--runs-dir", "runs",
+                             "--space", space_file(tmp_path, SPACE), "--study", "s"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out = proc.communicate(timeout=240)[0]
+    except subprocess.TimeoutExpired:        # hung once in CI: SIGABRT makes faulthandler print every thread's stack
+        proc.send_signal(signal.SIGABRT)
+        pytest.fail("the sweep hung; its stacks:\n" + proc.communicate(timeout=60)[0][-20000:])
+    assert proc.returncode == 0 and "Traceback" not in out, out
     assert out.count("W&B cannot be used online") == 1 and "W&B could not start online" not in out, out
     results = assert_results_whole(tmp_path / "runs")
     assert len(results) == 3
     assert all(r["wandb"]["mode"] == "offline" and r["wandb"]["requested"] == "online" for r in results)
     assert_every_point_once(load("s", tmp_path / "runs"), grid_of(SPACE, tmp_path))
     assert "b" * 40 not in out and not [p for p in tmp_path.rglob("*") if p.is_file() and b"b" * 40 in p.read_bytes()]
+
+
+def test_a_w_and_b_login_that_never_answers_is_cut_off(monkeypatch):
+    """The preflight check has a hard deadline of its own, whatever wandb's retries do."""
+    import wandb
+
+    from bench import tracking
+
+    monkeypatch.setenv("BENCH_WANDB_TIMEOUT", "0.5")
+    monkeypatch.setattr(wandb, "login", lambda **kwargs: time.sleep(30))
+    started = time.monotonic()
+    reason = tracking.check_online()
+    assert time.monotonic() - started < 10 and "no answer from the W&B server within 6 s" in reason
+    monkeypatch.setattr(tracking, "_offline_reason", None)
 
 
 def test_storage_typos_are_refused(tmp_path, capsys):
