@@ -14,9 +14,7 @@ def cmd_run(args) -> int:
     from bench.run import EXIT_DIVERGED, EXIT_PREEMPTED, run
 
     if args.resume:
-        cfg = load_resume_config(args.resume)
-        for key, value in _resume_overrides(args).items():
-            setattr(cfg, key, value)
+        cfg = load_resume_config(args.resume).with_(**_resume_overrides(args))
         print(f"bench run: resuming {args.resume}")
         result = run(cfg, resume_dir=args.resume)
         return _report(result, EXIT_DIVERGED, EXIT_PREEMPTED)

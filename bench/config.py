@@ -21,9 +21,12 @@ WANDB_MODES = ("auto", "online", "offline", "disabled")
 DEVICES = ("auto", "cpu", "gpu", "cuda", "mps")
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunConfig:
-    """Everything that defines one run. ``None`` means "resolve from the defaults"."""
+    """Everything that defines one run. ``None`` means "resolve from the defaults".
+
+    Immutable: ``resolve`` returns a new, resolved config and a changed copy is made with
+    ``dataclasses.replace`` (``cfg.with_(...)``), so no caller's config changes under it."""
 
     model: str
     task: str
@@ -54,6 +57,10 @@ class RunConfig:
     paper_source: str | None = None
     fallback: str | None = None             # what stood in for a missing paper row, said on stderr too
     optimizers: dict[str, dict] = field(default_factory=dict)   # group -> every hyperparameter (optim.describe)
+
+    def with_(self, **changes) -> "RunConfig":
+        """A copy with ``changes`` (``dataclasses.replace``)."""
+        return dataclasses.replace(self, **changes)
 
     # -- identity ------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -100,7 +107,8 @@ def _positive(cfg: RunConfig, name: str, allow_zero: bool = False):
 
 
 def resolve(cfg: RunConfig) -> RunConfig:
-    """Validate and fill every ``None`` field. Raises a ``BenchError`` naming the bad value."""
+    """A new config with every ``None`` field validated and filled (``cfg`` is left as it was).
+    Raises a ``BenchError`` naming the bad value."""
     from bench.models import get_model_class
     from bench.tasks import get_task_class
 
@@ -119,39 +127,39 @@ def resolve(cfg: RunConfig) -> RunConfig:
     if cfg.grad_clip is not None and not cfg.grad_clip > 0:
         raise ConfigError(f"--grad-clip must be positive, got {cfg.grad_clip!r}")
 
+    new = dataclasses.asdict(cfg)          # a deep copy: filled in here, frozen at the end
     scale_defaults = task_cls.paper_scale if cfg.scale == "paper" else task_cls.defaults
-    if cfg.seq_len is None and task_cls.uses_seq_len:
-        cfg.seq_len = scale_defaults.get("seq_len")
-    task = task_cls(seq_len=cfg.seq_len, data_dir=cfg.data_dir, data_seed=cfg.data_seed)
+    if new["seq_len"] is None and task_cls.uses_seq_len:
+        new["seq_len"] = scale_defaults.get("seq_len")
+    task = task_cls(seq_len=new["seq_len"], data_dir=cfg.data_dir, data_seed=cfg.data_seed)
     for key in ("batch_size", "val_every"):
-        if getattr(cfg, key) is None:
-            setattr(cfg, key, scale_defaults.get(key))
+        if new[key] is None:
+            new[key] = scale_defaults.get(key)
     if cfg.max_steps is None and cfg.max_epochs is None:
-        cfg.max_steps = scale_defaults.get("max_steps")
-        cfg.max_epochs = scale_defaults.get("max_epochs")
+        new["max_steps"] = scale_defaults.get("max_steps")
+        new["max_epochs"] = scale_defaults.get("max_epochs")
 
     if cfg.track_test is None:
-        cfg.track_test = task_cls.reports_best_test and cfg.scale == "paper"
-    row = paper_setting(cfg.model, cfg.task, cfg.seq_len)
-    cfg.paper_source = row.source if row else None
+        new["track_test"] = task_cls.reports_best_test and cfg.scale == "paper"
+    row = paper_setting(cfg.model, cfg.task, new["seq_len"])
+    new["paper_source"] = row.source if row else None
     model_cls.validate_options(**cfg.model_options)
-    options = {**(row.options if row else {}), **cfg.model_options}
-    cfg.model_options = options
+    options = new["model_options"] = {**(row.options if row else {}), **cfg.model_options}
     if cfg.n_hidden is None:
         if cfg.params is not None:
-            cfg.n_hidden = _hidden_within_budget(model_cls, cfg.params, task, options)
+            new["n_hidden"] = _hidden_within_budget(model_cls, cfg.params, task, options)
         elif row is not None:
-            cfg.n_hidden = row.n_hidden
+            new["n_hidden"] = row.n_hidden
         else:
-            cfg.n_hidden, cfg.fallback = _matched_hidden(model_cls, cfg.task, cfg.seq_len, task, options)
-    if row is None and cfg.fallback is None:
-        cfg.fallback = (f"no paper row for {cfg.model} on {cfg.task}{_at_length(cfg.seq_len)}: "
-                        f"hidden size from the command line, optimizers from the model's defaults")
-    model_cls.check_hidden(cfg.n_hidden, **options)
+            new["n_hidden"], new["fallback"] = _matched_hidden(model_cls, cfg.task, new["seq_len"], task, options)
+    if row is None and new["fallback"] is None:
+        new["fallback"] = (f"no paper row for {cfg.model} on {cfg.task}{_at_length(new['seq_len'])}: "
+                           f"hidden size from the command line, optimizers from the model's defaults")
+    model_cls.check_hidden(new["n_hidden"], **options)
 
-    cfg.opts, cfg.optimizers = _resolve_opts(cfg, model_cls, row)
-    cfg.resolved = True
-    return cfg
+    new["opts"], new["optimizers"] = _resolve_opts(cfg, model_cls, row, options)
+    new["resolved"] = True
+    return RunConfig(**new)
 
 
 # --params N trains the valid size closest to N; further off than this, it is another experiment
@@ -190,16 +198,16 @@ def _matched_hidden(model_cls, task_name, seq_len, task, options) -> tuple[int, 
                f"optimizers from the model's defaults")
 
 
-def _resolve_opts(cfg: RunConfig, model_cls, row) -> tuple[dict, dict]:
+def _resolve_opts(cfg: RunConfig, model_cls, row, model_options: dict) -> tuple[dict, dict]:
     """Per group: the paper row's spec (else the model's default), overridden by the user's;
     generic names resolved to the model's reference rules. Returns (specs, descriptions)."""
     from bench.optim import describe, make_spec, resolve_name, split_spec
 
-    groups = model_cls.groups_for(**cfg.model_options)
+    groups = model_cls.groups_for(**model_options)
     specs = {g: list(v) for g, v in (row.opts.items() if row else model_cls.default_opts.items()) if g in groups}
     for group, spec in cfg.opts.items():
         if group not in groups:
-            built = "" if groups == model_cls.groups else f" built with {_options_text(cfg.model_options)}"
+            built = "" if groups == model_cls.groups else f" built with {_options_text(model_options)}"
             raise UnknownNameError(
                 f"unknown parameter group {group!r} for model {cfg.model}{built}; its groups are: {', '.join(groups)}"
             )

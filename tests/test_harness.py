@@ -366,3 +366,18 @@ def test_result_names_the_paper_row_of_its_own_size():
         assert (row["n_hidden"], row["source"], row["reported"]) == (n, expected.source, expected.reported)
         assert row["used_its_hidden_size"]
     assert _paper_row(resolve(RunConfig(model="scurnn", task="mnist", n_hidden=64)))["n_hidden"] == 116
+
+
+def test_resolve_returns_a_new_frozen_config_and_leaves_its_input_alone():
+    import dataclasses
+
+    given = RunConfig(model="scurnn", task="copying", opts={"A": ["adam", 1e-3]}, wandb="disabled")
+    before = given.to_dict()
+    cfg = resolve(given)
+    assert given.to_dict() == before and not given.resolved           # the input is unchanged
+    assert cfg.resolved and cfg.n_hidden and cfg.opts["A"] == ["scurnn_adam", 1e-3]   # the reference's Adam for A
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.max_steps = 1
+    changed = cfg.with_(seed=7)
+    assert (changed.seed, cfg.seed) == (7, 0) and changed.n_hidden == cfg.n_hidden
+    assert resolve(given) == cfg                                       # the same input resolves alike

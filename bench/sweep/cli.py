@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import copy
 import itertools
 import shlex
 import sys
@@ -39,8 +38,7 @@ def build_sweep(args, *, check: bool = True, open_store: bool = True) -> Sweep:
     if args.sampler == "grid" and args.n_trials is not None:
         raise SweepError(f"--n-trials is for --sampler tpe; the grid runs each of its {grid_size(space)} "
                          f"combinations once")
-    base = config_from_args(args)
-    base.quiet = True                   # trials print one line each, not progress bars
+    base = config_from_args(args).with_(quiet=True)     # trials print one line each, not progress bars
     task_cls = get_task_class(base.task)
     name = args.study or f"{base.model}-{base.task}-{space['name']}-{args.sampler}"
     sweep = Sweep(name=name, storage_spec=parse_storage(args.storage, base.runs_dir, name), space=space,
@@ -53,7 +51,7 @@ def build_sweep(args, *, check: bool = True, open_store: bool = True) -> Sweep:
         sweep.n_trials = 50
     fixed = None
     if check:
-        fixed = fixed_groups(space, resolve(copy.deepcopy(base)))
+        fixed = fixed_groups(space, resolve(base))
         check_run_axes(space, base)
     sweep.meta = {"model": base.model, "task": base.task, "space": space["name"], "space_def": space,
                   "fixed_groups": fixed,

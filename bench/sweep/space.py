@@ -2,7 +2,6 @@
 grid's points, and one trial's point applied to the base RunConfig."""
 from __future__ import annotations
 
-import copy
 import itertools
 import json
 import math
@@ -244,22 +243,21 @@ def apply_overrides(base, values: dict, space: dict):
     """A copy of the base RunConfig with one point of the space applied."""
     from bench.config import parse_count
 
-    cfg = copy.deepcopy(base)
-    cfg.opts = {g: list(v) for g, v in cfg.opts.items()}
+    changes = {"opts": {g: list(v) for g, v in base.opts.items()}, "model_options": dict(base.model_options)}
     for g in space["groups"]:
         opt = values[f"{g}.opt"]
         lr = values[f"{g}.lr"] if f"{g}.lr" in values else values[f"{g}.{opt}.lr"]
-        cfg.opts[g] = [opt, float(lr)]
+        changes["opts"][g] = [opt, float(lr)]
     for key in space["run"]:
         value = values[key]
         if key.startswith("model_options."):
-            cfg.model_options = {**cfg.model_options, key.split(".", 1)[1]: value}
+            changes["model_options"][key.split(".", 1)[1]] = value
         elif key == "params":
-            cfg.params = parse_count(value)
-            cfg.n_hidden = None          # otherwise a --hidden in the base would win silently
+            changes["params"] = parse_count(value)
+            changes["n_hidden"] = None   # otherwise a --hidden in the base would win silently
         else:
-            setattr(cfg, key, value)
-    return cfg
+            changes[key] = value
+    return base.with_(**changes)
 
 
 def sample_point(trial, space: dict, sampler: str) -> dict:

@@ -2,7 +2,6 @@
 check that it is the same sweep, enqueue the grid once."""
 from __future__ import annotations
 
-import copy
 import json
 import os
 import socket
@@ -47,7 +46,7 @@ class Sweep:
         from bench.config import resolve
 
         p = self.space["pruner"]
-        max_steps = resolve(copy.deepcopy(self.base)).max_steps or 0
+        max_steps = resolve(self.base).max_steps or 0
         # Early validations of memory tasks sit at the baseline for every config: warm up first.
         return optuna.pruners.MedianPruner(n_startup_trials=p.get("n_startup_trials", 5),
                                            n_warmup_steps=p.get("n_warmup_steps", max_steps // 4),

@@ -167,8 +167,8 @@ def run_trial(sweep: Sweep, study, trial, inherited: dict) -> str:
         cfg = resolve(apply_overrides(sweep.base, point, sweep.space))
     except BenchError as exc:
         return _finish(study, trial, TrialState.FAIL, "invalid", str(exc), desc, started)
-    cfg.tags = {"study": sweep.name, "trial": trial.number, "choices": as_json(point),
-                **({"retried_from": retried_from} if retried_from is not None else {})}
+    cfg = cfg.with_(tags={"study": sweep.name, "trial": trial.number, "choices": as_json(point),
+                          **({"retried_from": retried_from} if retried_from is not None else {})})
     trial.set_user_attr("config", _config_record(cfg))
     trial_id = sweep.storage.get_trial_id_from_study_id_trial_number(
         sweep.storage.get_study_id_from_name(sweep.name), trial.number)

@@ -12,7 +12,6 @@ What is hand-written here and why (everything else is Optuna's):
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import os
 import signal
@@ -99,7 +98,7 @@ def preflight(sweep: Sweep) -> None:
     from bench.tasks import build_task
     from bench.tracking import check_online, wandb_mode
 
-    cfg = resolve(copy.deepcopy(sweep.base))
+    cfg = resolve(sweep.base)
     base = Path(cfg.runs_dir) / cfg.task / cfg.model
     try:
         base.mkdir(parents=True, exist_ok=True)
