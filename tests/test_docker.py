@@ -165,40 +165,76 @@ def dockerfile_problems(text: str) -> list[str]:
 
 # --------------------------------------------------------------------------- the real files
 
+UV_BOOTSTRAP = re.compile(r"python3 -m venv ~/\.uv && ~/\.uv/bin/pip install -q uv==(\d+\.\d+\.\d+) && ~/\.uv/bin/uv run --locked ")
+
+
+def _lock() -> dict:
+    return tomllib.loads((ROOT / "uv.lock").read_text())
+
+
 def test_dockerfile_installs_the_readme_pins():
     readme = (ROOT / "README.md").read_text()
-    # README and Dockerfile install the project with the same constraints file...
-    assert 'pip install -c constraints.txt -e ".[test]"' in readme
-    assert re.search(r'pip install -c constraints.txt "\.\[dashboard\]"', DOCKERFILE)
-    assert "COPY pyproject.toml constraints.txt" in DOCKERFILE
-    # ...and no other package is installed by name (that could pull a different torch).
+    # README, .ci/run and Dockerfile install from uv.lock, with the same uv...
+    setup = readme[readme.index("## Set-up"):readme.index("\n## ", readme.index("## Set-up") + 1)]
+    commands = [line.strip() for line in setup.splitlines() if UV_BOOTSTRAP.search(line)]
+    assert [UV_BOOTSTRAP.sub("", c) for c in commands] == ["bench run --model scurnn --task copying",
+                                                           "--extra test pytest"]
+    uv_version = UV_BOOTSTRAP.search(commands[0]).group(1)
+    assert UV_BOOTSTRAP.search(commands[1]).group(1) == uv_version
+    assert f"TEST_CMD='{commands[1]}'" in (ROOT / ".ci" / "run").read_text()
+    assert "COPY pyproject.toml uv.lock" in DOCKERFILE
+    # ...and no package is installed by name but uv itself (that could pull a different torch).
     installs = re.findall(r"pip install ([^\n]+)", DOCKERFILE)
-    assert installs == ['-c constraints.txt ".[dashboard]"']
+    assert installs == [f"uv=={uv_version}"]
+    assert re.findall(r"uv (sync|pip|add|run)\b([^\n]*)", DOCKERFILE) == [("sync", " --locked --no-editable --extra dashboard")]
+    assert "UV_PROJECT_ENVIRONMENT=/opt/venv" in DOCKERFILE and "VIRTUAL_ENV=/opt/venv" in DOCKERFILE
     assert re.search(r"^USER bench$", DOCKERFILE, re.M) and 'ENTRYPOINT ["bench"]' in DOCKERFILE
     assert DOCKERFILE.startswith("#")
-    # the extra the image installs exists (optuna-dashboard, which compose runs)
+    # the extra the image installs exists (optuna-dashboard, which compose runs) and is locked
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert any(d.startswith("optuna-dashboard") for d in extras["dashboard"])
+    assert "optuna-dashboard" in {p["name"] for p in _lock()["package"]}
 
 
-def test_dockerfile_python_is_the_one_constraints_were_frozen_with():
-    frozen = re.search(r"Python (3\.\d+)", (ROOT / "constraints.txt").read_text().splitlines()[0]).group(1)
-    assert re.search(rf"^ARG PYTHON_VERSION={re.escape(frozen)}$", DOCKERFILE, re.M)
+def test_dockerfile_python_is_one_the_lock_was_made_for():
+    python = re.search(r"^ARG PYTHON_VERSION=(3\.\d+)$", DOCKERFILE, re.M).group(1)
+    assert python == "3.11"                                  # the interpreter the pins are tested with
     assert re.search(r"^FROM python:\$\{PYTHON_VERSION\}-slim", DOCKERFILE, re.M)
     requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
-    assert requires == ">=3.10" and tuple(map(int, frozen.split("."))) >= (3, 10)
+    assert requires == ">=3.10" and _lock()["requires-python"] == requires
 
 
-def test_constraints_agree_with_pyproject_pins():
+def _locked_versions(lock: dict, python: tuple[int, int]) -> dict[str, str]:
+    """name -> version that uv installs on Linux x86_64 for this Python (forks by python_full_version)."""
+    versions = {}
+    for package in lock["package"]:
+        markers = package.get("resolution-markers")
+        if markers and not any(_python_matches(m, python) for m in markers):
+            continue
+        versions[package["name"]] = package["version"]
+    return versions
+
+
+def _python_matches(marker: str, python: tuple[int, int]) -> bool:
+    found = re.findall(r"python_full_version (<|>=|==) '(3\.\d+)(?:\.\*)?'", marker)
+    ok = {"<": lambda v: python < v, ">=": lambda v: python >= v, "==": lambda v: python == v}
+    return all(ok[op](tuple(map(int, v.split(".")))) for op, v in found)
+
+
+def test_lock_agrees_with_pyproject_pins():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     pins = dict(re.match(r"([\w.-]+)==([\w.]+)$", d).groups() for d in project["dependencies"] if "==" in d)
-    constraints = dict(line.split("==") for line in (ROOT / "constraints.txt").read_text().split()
-                       if "==" in line and not line.startswith("#"))
-    norm = lambda name: name.lower().replace("_", "-")
-    constraints = {norm(k): v for k, v in constraints.items()}
-    for name, version in pins.items():
-        assert constraints.get(norm(name)) == version, name
+    lock = _lock()
+    norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()
+    for python in [(3, 10), (3, 11), (3, 13)]:
+        locked = {norm(k): v for k, v in _locked_versions(lock, python).items()}
+        for name, version in pins.items():
+            assert locked.get(norm(name)) == version, (name, python)
+    locked = _locked_versions(lock, (3, 11))
     assert pins["torch"].startswith("2.9.") and pins["torchaudio"].startswith("2.9.")
+    # the CUDA 12.8 build of torch (the nvidia-*-cu12 wheels) and the releases tested on 3.11
+    assert locked["nvidia-cudnn-cu12"] == "9.10.2.21" and locked["numpy"] == "2.4.6"
+    assert locked["pandas"] == "3.1.1" and locked["matplotlib"] == "3.11.2"
 
 
 def test_compose_file_has_postgres_workers_and_dashboard():
@@ -240,8 +276,8 @@ def test_dockerignore_keeps_runs_git_secrets_and_caches_out():
 
 def test_dockerfile_bakes_in_the_git_sha():
     assert dockerfile_problems(DOCKERFILE) == []
-    # after the pip layer: a new commit must not re-install everything
-    assert DOCKERFILE.index("ARG GIT_SHA") > DOCKERFILE.index("pip install")
+    # after the install layer: a new commit must not re-install everything
+    assert DOCKERFILE.index("ARG GIT_SHA") > DOCKERFILE.index("uv sync")
     compose = _compose()
     assert compose["x-bench"]["build"]["args"]["GIT_SHA"] == "${GIT_SHA:-}"
 
