@@ -129,7 +129,6 @@ def test_eurnn_modrelu_through_eps_options():
 
 # every model with a fused path, on each option set of tests/test_models.py that takes it
 FAST_CASES = [(n, o) for n, o in ALL if "fast" in MODELS[n].options() and o.get("dense") is not False]
-SIZES = {"eurnn": 8, "s4d": 8}
 
 
 def test_every_fast_model_is_covered():
@@ -141,7 +140,7 @@ def test_every_fast_model_is_covered():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_models_fast_equal_plain(name, opts, dtype):
     torch.manual_seed(0)
-    n = SIZES.get(name, 6)
+    n = MODELS[name].hidden_for_budget(400, 5, 4, **opts)
     fast = build_model(name, 5, 4, n, **opts).to(dtype)
     plain = build_model(name, 5, 4, n, **opts, fast=False).to(dtype)
     with torch.no_grad():                                     # move off the init (every entry matters)
