@@ -1,5 +1,5 @@
 """``bench reproduce``: run one of the paper's tables or figures and print it beside the paper's
-numbers. The artefacts, scales and protocols are declared in bench/reproduce.py."""
+numbers. The artefacts, scales and protocols are declared in bench/reproduce_spec.py."""
 from __future__ import annotations
 
 import shlex

@@ -33,17 +33,10 @@ from bench.errors import ConfigError, InvalidHiddenSizeError, UnknownNameError
 from bench.models import build_model, get_model_class
 from bench.optim import known_optimizers
 
-TOL = 1e-10
+from helpers import assert_close as _close   # tests/helpers.py
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
-
-
-def _close(got, want, what, tol=TOL):
-    got, want = np.asarray(got), np.asarray(want)
-    scale = max(1.0, np.abs(want).max())
-    err = np.abs(got - want).max()
-    assert err <= tol * scale, f"{what}: max error {err:.3g} > {tol:g} x {scale:.3g}"
 
 
 def _np(t: torch.Tensor) -> np.ndarray:

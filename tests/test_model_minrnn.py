@@ -19,18 +19,12 @@ from bench.models.mingru import g
 from bench.models.minlstm import normalised_gates
 from bench.optim import known_optimizers
 
-TOL = 1e-10
+from helpers import assert_close as _close   # tests/helpers.py
+
 NAMES = ("mingru", "minlstm")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
-
-
-def _close(got, want, what, tol=TOL):
-    got, want = np.asarray(got), np.asarray(want)
-    scale = max(1.0, np.abs(want).max())
-    err = np.abs(got - want).max()
-    assert err <= tol * scale, f"{what}: max error {err:.3g} > {tol:g} x {scale:.3g}"
 
 
 # ---- the NumPy transcription of the paper's sequential mode -------------------------------------

@@ -244,9 +244,9 @@ def test_failed_runs_and_a_killed_worker_are_reported_and_the_others_go_on(tmp_p
     good run. The first two are reported with why; a new worker takes over and the good run completes."""
     long, good, bad = rp.plan("adding", "smoke", 1, runs_dir=str(tmp_path))[1:4]    # lstm, scornn, fcurnn at T=20
     for r in (long, good, bad):
-        r.resolved.max_steps, r.resolved.val_every, r.resolved.seq_len, r.resolved.wandb = 2, 2, 5, "disabled"
-    long.resolved.max_steps = long.resolved.val_every = 10**6              # dispatched first (longest estimate)
-    bad.resolved.model_options = {**bad.resolved.model_options, "bogus": 1}
+        r.resolved = r.resolved.with_(max_steps=2, val_every=2, seq_len=5, wandb="disabled")
+    long.resolved = long.resolved.with_(max_steps=10**6, val_every=10**6)   # dispatched first (longest estimate)
+    bad.resolved = bad.resolved.with_(model_options={**bad.resolved.model_options, "bogus": 1})
     logs = tmp_path / "logs"
 
     def kill_worker0():
