@@ -66,20 +66,18 @@ def _report(result: dict, exit_diverged: int, exit_preempted: int) -> int:
 
 
 def cmd_list(args) -> int:
-    from bench.models import MODELS
-    from bench.optim import GENERIC, OPTIMIZERS
-    from bench.tasks import TASKS
+    from bench.catalog import generic_optimizers, registered   # the registries' facts, read without torch
 
+    models, tasks, optimizers = registered("models"), registered("tasks"), registered("optimizers")
     print("models:")
-    for name in sorted(MODELS):
-        cls = MODELS[name]
-        print(f"  {name:<9} {cls.description}  [{cls.paper}]")
+    for name in sorted(models):
+        print(f"  {name:<9} {models[name]['description']}  [{models[name]['paper']}]")
     print("tasks:")
-    for name in sorted(TASKS):
-        print(f"  {name:<9} {TASKS[name].description}")
-    print(f"optimizers (--opt GROUP=NAME:LR; {', '.join(GENERIC)} mean the model's reference rule):")
-    for name in sorted(OPTIMIZERS):
-        print(f"  {name:<15} {OPTIMIZERS[name].semantics}")
+    for name in sorted(tasks):
+        print(f"  {name:<9} {tasks[name]['description']}")
+    print(f"optimizers (--opt GROUP=NAME:LR; {', '.join(generic_optimizers())} mean the model's reference rule):")
+    for name in sorted(optimizers):
+        print(f"  {name:<15} {optimizers[name]['semantics']}")
     return 0
 
 
