@@ -13,7 +13,7 @@ from bench.errors import ConfigError, DataError
 def cmd_features(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from bench.results import atomic_write
+    from bench.atomic import atomic_write
     from bench.tasks.audio import PAPER_FEATURES, RESAMPLERS, file_features
 
     resampler = args.resampler or PAPER_FEATURES.resampler

@@ -11,7 +11,8 @@ def cmd_run(args) -> int:
     from bench.config import resolve
     from bench.optim import format_spec
     from bench.preemption import load_resume_config
-    from bench.run import EXIT_DIVERGED, EXIT_PREEMPTED, run
+    from bench.results import EXIT_DIVERGED, EXIT_PREEMPTED
+    from bench.run import run
 
     if args.resume:
         cfg = load_resume_config(args.resume).with_(**_resume_overrides(args))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.results import atomic_write_text
+from bench.atomic import atomic_write_text
 
 
 def read_curves(run_dir: Path):

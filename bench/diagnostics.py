@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from bench.results import atomic_write_text
+from bench.atomic import atomic_write_text
 
 DIAGNOSTICS_FILE = "diagnostics.json"
 MAX_POINTS = 256          # grad-norm curves longer than this are subsampled (first and last kept)

@@ -222,7 +222,7 @@ def _num(v) -> str:
 
 
 def write_outputs(runs_dir: str | Path, artefact: str, scale: str, md: str, text_csv: str) -> tuple[Path, Path]:
-    from bench.results import atomic_write_text
+    from bench.atomic import atomic_write_text
 
     out = Path(runs_dir) / "reproduce"
     out.mkdir(parents=True, exist_ok=True)

@@ -3,40 +3,20 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
+
+from bench.atomic import atomic_write_text
 
 RESULT_FILE = "result.json"
 RESULT_VERSION = 1
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
-    atomic_write(path, lambda f: f.write(text.encode()))
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(binary_file)`` on a temporary file in the same folder, fsync, then rename
-    it over ``path``.
-
-    A reader sees the old file or the whole new one, never half a file; a crash leaves at
-    most a ``.tmp-*`` file, which readers ignore.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())     # mkstemp makes 0600; results are shared on clusters
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+# Exit code of `bench run` when SIGTERM/SIGUSR1 stopped it after saving a checkpoint
+# (EX_TEMPFAIL: "try again"); continue with `bench run --resume RUN_DIR`.
+EXIT_PREEMPTED = 75
+EXIT_DIVERGED = 3
+# The exit code of each run status: `bench run`'s, and the W&B run's (0 = finished, else failed).
+# A pruned trial is the sweep working as meant: finished, with a "pruned" tag (tracking.py).
+EXIT_CODES = {"completed": 0, "pruned": 0, "diverged": EXIT_DIVERGED, "preempted": EXIT_PREEMPTED,
+              "interrupted": EXIT_PREEMPTED}
 
 
 def writable_folder(path: Path, what: str = "folder", flag: str = "--runs-dir") -> Path:
@@ -52,12 +32,6 @@ def writable_folder(path: Path, what: str = "folder", flag: str = "--runs-dir") 
     if not os.access(path, os.W_OK):
         raise ConfigError(f"{what} {path} is not writable; choose another with {flag}")
     return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def write_result(run_dir: Path, result: dict) -> Path:

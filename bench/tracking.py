@@ -16,7 +16,7 @@ What a W&B run holds, and where it comes from:
   but the config, with the metrics at top level under their result.json names), plus W&B's own
   best of each validation metric (``val/acc`` -> ``{"max": ..., "last": ...}``, see
   :func:`define_metrics`);
-* its state: the exit code is the one ``bench run`` exits with (:data:`bench.run.EXIT_CODES`):
+* its state: the exit code is the one ``bench run`` exits with (:data:`bench.results.EXIT_CODES`):
   0 is *finished*, anything else *failed* (a diverged run; a preempted part, until its resumed
   part finishes the same W&B run); a diverged or pruned run also carries its status as a tag.
   ``run.mark_preempting()`` is not used: with wandb 0.31, ``finish()`` after it returns before
@@ -161,7 +161,7 @@ def read_run_file(run_dir: Path) -> dict:
 
 
 def write_run_file(run_dir: Path, data: dict) -> None:
-    from bench.results import atomic_write_text
+    from bench.atomic import atomic_write_text
 
     atomic_write_text(Path(run_dir) / RUN_FILE, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
@@ -290,7 +290,7 @@ def log_from_files(run_dir: Path, result: dict, mode: str) -> str:
     fails logs offline, as a run does)."""
     import pandas as pd
 
-    from bench.run import EXIT_CODES
+    from bench.results import EXIT_CODES
 
     run_dir = Path(run_dir)
     os.environ.setdefault("WANDB_SILENT", "true")

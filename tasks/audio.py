@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.results import atomic_write
+from bench.atomic import atomic_write
 
 from .audio_batches import (SpectrogramDataModule, SpeechTaskMixin, Utterances, masked_mse, pad_batch,
                             repeat_frame_mse)

@@ -13,7 +13,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from bench.config import RunConfig
 from bench.errors import ConfigError
-from bench.results import atomic_write_text, iter_results
+from bench.atomic import atomic_write_text
+from bench.results import iter_results
 from bench.preemption import load_resume_config
 from bench.run import run
 

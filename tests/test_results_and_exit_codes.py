@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from bench.leaderboard.load import load_results
-from bench.results import RESULT_FILE, atomic_write, atomic_write_text, iter_results, write_result
+from bench.atomic import atomic_write, atomic_write_text
+from bench.results import RESULT_FILE, iter_results, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,7 +65,7 @@ def test_kill_9_mid_write_leaves_no_half_file_and_readers_skip_the_stray_tempora
     script = textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
-        from bench.results import atomic_write
+        from bench.atomic import atomic_write
         def slow(f):
             f.write(b'{{"status": "completed", "config": ')
             f.flush()
@@ -92,7 +93,7 @@ def test_readers_never_see_half_a_file_while_it_is_replaced(tmp_path):
     script = textwrap.dedent(f"""
         import json
         from pathlib import Path
-        from bench.results import atomic_write_text
+        from bench.atomic import atomic_write_text
         for v in range(1, 201):
             atomic_write_text(Path({str(path)!r}), json.dumps({{"v": v, "pad": "x" * 200_000}}))
     """)

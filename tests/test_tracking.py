@@ -19,7 +19,8 @@ import torch
 from bench.cli import main as bench_main
 from bench.config import RunConfig
 from bench.preemption import load_resume_config
-from bench.run import EXIT_DIVERGED, EXIT_PREEMPTED, run
+from bench.results import EXIT_DIVERGED, EXIT_PREEMPTED
+from bench.run import run
 from bench.tracking import RUN_FILE
 
 

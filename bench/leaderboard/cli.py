@@ -61,7 +61,7 @@ def cmd_leaderboard(args) -> int:
     figures = {}
     if out and {"md", "html"} & set(formats):
         figures = make_figures(by_task, out / "figures")
-    from bench.results import atomic_write_text
+    from bench.atomic import atomic_write_text
 
     for fmt in formats:
         if fmt == "table":
