@@ -34,7 +34,7 @@ from bench.errors import ConfigError, UnknownNameError
 from .complex_rnn import ComplexModReLURNN
 from .exprnn import INITS
 from .orthogonal import RealModReLURNN
-from .unitary import skew_hermitian, skew_symmetric
+from .unitary import expm_skew, skew_hermitian, skew_symmetric
 
 ONCE = math.inf                    # K: rebase after the first step only (dtriv∞)
 NEVER = 0                          # K: never rebase (expRNN)
@@ -163,7 +163,7 @@ class DTRIV(RealModReLURNN, ComplexModReLURNN):
 
     def recurrent_matrix(self) -> torch.Tensor:
         """W = B exp(A), row convention (h_t = ... + h_{t-1} W), as the reference's base.mm(expm(A))."""
-        return self.base_matrix() @ torch.linalg.matrix_exp(self.log_matrix())
+        return self.base_matrix() @ expm_skew(self.log_matrix())
 
     @torch.no_grad()
     def rebase(self) -> None:

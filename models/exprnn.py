@@ -1,7 +1,7 @@
 """expRNN: orthogonal W = exp(A), A skew-symmetric (Lezcano-Casado & Martínez-Rubio, ICML 2019; lezcano/expRNN).
 
-Only the n(n-1)/2 free entries of A are stored; ``torch.linalg.matrix_exp`` (with autograd)
-builds W once per forward pass. Real modReLU, h0 = 0, readout on h. This is the plain expRNN
+Only the n(n-1)/2 free entries of A are stored; ``unitary.expm_skew`` (``torch.linalg.matrix_exp``
+with a faster backward for skew A) builds W once per forward pass. Real modReLU, h0 = 0, readout on h. This is the plain expRNN
 (base = I, no dtriv rebasing).
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from torch import nn
 from bench.errors import UnknownNameError
 
 from .orthogonal import RealModReLURNN
-from .unitary import cayley_block_init, skew_symmetric
+from .unitary import cayley_block_init, expm_skew, skew_symmetric
 
 
 def henaff_init(n: int) -> torch.Tensor:
@@ -82,4 +82,4 @@ class EXPRNN(RealModReLURNN):
 
     def recurrent_matrix(self) -> torch.Tensor:
         """Orthogonal (n, n) W = exp(A), row convention."""
-        return torch.linalg.matrix_exp(skew_symmetric(self.A, self.n_hidden))
+        return expm_skew(skew_symmetric(self.A, self.n_hidden))

@@ -39,7 +39,7 @@ from bench.errors import ConfigError, InvalidHiddenSizeError, UnknownNameError
 from .base import RecurrentModel
 from .exprnn import INITS
 from .fastpath import recurrence
-from .unitary import modrelu_real, skew_symmetric, unroll
+from .unitary import expm_skew, modrelu_real, skew_symmetric, unroll
 
 NONLINEARITIES = ("modrelu", "tanh")
 
@@ -182,7 +182,7 @@ class NNRNN(RecurrentModel):
     # -- the recurrent matrix --------------------------------------------------------------
     def orthogonal_factor(self) -> torch.Tensor:
         """P = exp(A), (n, n) orthogonal."""
-        return torch.linalg.matrix_exp(skew_symmetric(self.log_P, self.n_hidden))
+        return expm_skew(skew_symmetric(self.log_P, self.n_hidden))
 
     def schur_factor(self) -> torch.Tensor:
         """Λ + T: (n, n) block upper triangular, the penalties' gradients attached to α and T."""

@@ -183,6 +183,38 @@ def cayley_block_init(n: int, *, high: float = math.pi / 2, generator: torch.Gen
     return free
 
 
+class _SkewExpm(torch.autograd.Function):
+    """exp(A) for a skew-symmetric or skew-Hermitian A: the forward is ``torch.linalg.matrix_exp``;
+    the backward uses that A is normal. torch's own backward takes the exponential of the 2n x 2n
+    block matrix [[A^H, G], [0, A^H]] (22 ms at n = 193 in float32 against 3 ms for the forward);
+    here one Hermitian eigendecomposition iA = Q diag(mu) Q^H gives the adjoint Fréchet derivative
+
+        L(A^H, G) = Q [ (Q^H G Q) o Phi ] Q^H,   Phi_jk = exp(i (mu_j + mu_k) / 2) sinc((mu_j - mu_k) / 2pi),
+
+    the divided differences of exp at the eigenvalues i mu of A^H = -A (normalised sinc: exact
+    and stable for equal eigenvalues, which block initialisations have)."""
+
+    @staticmethod
+    def forward(ctx, A):
+        ctx.save_for_backward(A)
+        return torch.linalg.matrix_exp(A)
+
+    @staticmethod
+    def backward(ctx, G):
+        (A,) = ctx.saved_tensors
+        work = torch.complex128 if A.dtype in (torch.float64, torch.complex128) else torch.complex64
+        mu, Q = torch.linalg.eigh(1j * A.to(work))
+        phi = torch.polar(torch.sinc((mu[:, None] - mu[None, :]) / (2 * math.pi)), (mu[:, None] + mu[None, :]) / 2)
+        grad = Q @ ((Q.mH @ G.to(work) @ Q) * phi) @ Q.mH
+        return (grad if A.is_complex() else grad.real).to(A.dtype)
+
+
+def expm_skew(A: torch.Tensor) -> torch.Tensor:
+    """``torch.linalg.matrix_exp(A)`` for a skew-symmetric (real) or skew-Hermitian (complex) A,
+    with a faster backward (``_SkewExpm``). The caller guarantees the skew structure."""
+    return _SkewExpm.apply(A)
+
+
 def unroll(xu: torch.Tensor, h0: torch.Tensor, W, activation, record=None) -> torch.Tensor:
     """Plain recurrence ``h_t = activation(xu_t + h_{t-1} W)`` over all steps.
 

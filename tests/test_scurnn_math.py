@@ -126,3 +126,27 @@ def test_cayley_init_rotation_angles():
     angles = torch.angle(torch.linalg.eigvals(W)).abs()
     assert (angles < math.pi / 2 + 1e-9).all()
     assert model.A_im.abs().max() == 0
+
+
+@pytest.mark.parametrize("complex_", [False, True])
+@pytest.mark.parametrize("n", [1, 2, 7, 33])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_expm_skew_backward_equals_matrix_exps(n, complex_, dtype):
+    """unitary.expm_skew's eigendecomposition backward against torch.linalg.matrix_exp's own (the
+    2n block-matrix exponential), on random and on block-degenerate (equal eigenvalues) A."""
+    from bench.models.unitary import cayley_block_init, expm_skew, skew_symmetric
+
+    torch.manual_seed(n)
+    free = torch.randn(n * (n - 1) // 2, dtype=torch.float64)
+    cases = [free, cayley_block_init(n)] if n > 1 else [free]
+    for upper in cases:
+        A = (skew_hermitian(upper, torch.randn(n * (n + 1) // 2, dtype=torch.float64), n) if complex_
+             else skew_symmetric(upper, n))
+        A = A.to(torch.complex64 if complex_ and dtype == torch.float32 else (dtype if not complex_ else torch.complex128))
+        A.requires_grad_(True)
+        G = torch.randn(A.shape, dtype=A.dtype)
+        (want,) = torch.autograd.grad(torch.linalg.matrix_exp(A), A, G)
+        (got,) = torch.autograd.grad(expm_skew(A), A, G)
+        torch.testing.assert_close(expm_skew(A), torch.linalg.matrix_exp(A), rtol=0, atol=0)   # the same forward
+        tol = 1e-10 if dtype == torch.float64 else 1e-4
+        torch.testing.assert_close(got, want, rtol=tol, atol=tol)
