@@ -48,12 +48,14 @@ def cmd_reproduce(args) -> int:
         outcomes = rp.execute(todo, args.workers, Path(args.runs_dir) / "reproduce" / "logs")
     else:
         _say(f"{args.artefact} at scale {args.scale}: all {len(runs)} runs already done under {args.runs_dir}")
-    md, text_csv = rp.render(args.artefact, args.scale, runs, rp.load_existing(args.runs_dir))
+    results = rp.load_existing(args.runs_dir)
+    md, text_csv = rp.render(args.artefact, args.scale, runs, results)
     sys.stdout.write(md)
-    md_path, csv_path = rp.write_outputs(args.runs_dir, args.artefact, args.scale, md, text_csv)
+    written = list(rp.write_outputs(args.runs_dir, args.artefact, args.scale, md, text_csv))
+    written += [p for p in [rp.write_figure(args.runs_dir, args.artefact, args.scale, runs, results)] if p]
     failed = [o for o in outcomes if o.status != "completed"]
     _say(f"ran {len(outcomes)}, skipped {len(runs) - len(todo)} already done, failed {len(failed)}; "
-         f"wrote {md_path} and {csv_path}")
+         f"wrote {', '.join(map(str, written[:-1]))} and {written[-1]}")
     for o in failed:
         _say(f"failed: {o.run.label()}: {o.status}: {o.error or 'no error message'}"
              + (f" ({o.run_dir})" if o.run_dir else ""))
@@ -74,7 +76,8 @@ def register(sub) -> None:
                     "`bench run` with the row's size, optimizers and options), run them with N worker processes "
                     "(skipping runs already completed in --runs-dir, resuming unfinished ones), and print the "
                     "paper's table with the paper's value, ours (mean ± std over seeds) and the difference. "
-                    "Also written to RUNS_DIR/reproduce/ARTEFACT-SCALE.md and .csv.")
+                    "Also written to RUNS_DIR/reproduce/ARTEFACT-SCALE.md and .csv; for the figures (copying, "
+                    "adding) also ARTEFACT-SCALE.png, the runs' curves drawn like the paper's.")
     p.add_argument("artefact", nargs="?", metavar="ARTEFACT", help=f"one of: {', '.join(ARTEFACTS)}")
     p.add_argument("--scale", default="smoke", metavar="SCALE",
                    help="; ".join(f"{s.name}: {s.about} ({s.seeds} seed{'s' if s.seeds != 1 else ''} by default)"

@@ -43,7 +43,7 @@ class TableRow:
 def table(runs: list[PlannedRun], results: list[dict]) -> list[TableRow]:
     """The artefact's rows (paper order, then the new models) with one cell per panel and metric,
     computed from ``results`` through the leaderboard's aggregation (latest run per seed)."""
-    from bench.leaderboard import aggregate, stat
+    from bench.leaderboard import stat
 
     if not runs:
         return []
@@ -52,7 +52,6 @@ def table(runs: list[PlannedRun], results: list[dict]) -> list[TableRow]:
     by_setting: dict[tuple, dict[str, list[PlannedRun]]] = {}
     for r in runs:
         by_setting.setdefault(r.setting, {}).setdefault(r.panel.label, []).append(r)
-    order = list(PAPER_NAMES)
     rows = []
     for setting, panels in by_setting.items():
         first = next(iter(panels.values()))[0]
@@ -61,9 +60,7 @@ def table(runs: list[PlannedRun], results: list[dict]) -> list[TableRow]:
             planned = panels.get(panel.label, [])
             if not planned:
                 continue
-            chosen = [res for p in planned for res in found.get(p.key, [])]
-            groups = aggregate(chosen) if chosen else []
-            group = max(groups, key=lambda g: (g.n, sum(g.failed.values())), default=None)
+            group = chosen_group(planned, found)
             done = group.runs if group else []
             for metric in art.metrics:
                 s = stat([res["metrics"].get(metric.key) for res in done])
@@ -74,8 +71,24 @@ def table(runs: list[PlannedRun], results: list[dict]) -> list[TableRow]:
         row = first.row
         rows.append(TableRow(setting, first.model, first.resolved.n_hidden, first.n_params,
                              row.budget if row else None, row is None, cells))
-    rows.sort(key=lambda t: (t.new, order.index(t.model) if t.model in order else len(order), t.model, t.n_hidden))
+    rows.sort(key=lambda t: row_order(t.model, t.n_hidden, t.new))
     return rows
+
+
+def chosen_group(planned: list[PlannedRun], found: dict[tuple, list[dict]]):
+    """The leaderboard row (bench.leaderboard.Row: latest run per seed) of the results ``found``
+    for ``planned`` (one setting in one panel), the group with the most seeds; None if none."""
+    from bench.leaderboard import aggregate
+
+    chosen = [res for p in planned for res in found.get(p.key, [])]
+    groups = aggregate(chosen) if chosen else []
+    return max(groups, key=lambda g: (g.n, sum(g.failed.values())), default=None)
+
+
+def row_order(model: str, n_hidden: int, new: bool) -> tuple:
+    """Sort key of a setting: the paper's rows in its order, then the new models."""
+    order = list(PAPER_NAMES)
+    return (new, order.index(model) if model in order else len(order), model, n_hidden)
 
 
 def fmt_value(v: float | None, kind: str = "float") -> str:
@@ -107,7 +120,12 @@ def fmt_diff(c: Cell, kind: str = "float") -> str:
 
 
 def model_label(t: TableRow) -> str:
-    return f"{t.model} ({NEW_MODEL_LABEL})" if t.new else PAPER_NAMES.get(t.model, t.model)
+    return display_name(t.model, t.new)
+
+
+def display_name(model: str, new: bool = False) -> str:
+    """The paper's name of ``model`` (``model (not in the paper)`` for a model without a paper row)."""
+    return f"{model} ({NEW_MODEL_LABEL})" if new else PAPER_NAMES.get(model, model)
 
 
 def describe_protocol(artefact: str, scale: str, runs: list[PlannedRun]) -> list[str]:
@@ -185,6 +203,11 @@ def render(artefact: str, scale: str, runs: list[PlannedRun], results: list[dict
         if title is not None:
             parts += [f"## {panel_header(title, scale)}", ""]
         parts += [md_table(headers, body), ""]
+    if art.curve is not None:
+        parts += [f"![{art.title}, ours at scale {scale}]({figure_file(artefact, scale)})", "",
+                  f"Figure ({figure_file(artefact, scale)}, beside this file): {art.curve.label} against the training "
+                  f"iteration, one panel per length, mean ± 1 std over seeds per model, the baseline dashed "
+                  f"(the paper's figure plots {art.curve.paper}).", ""]
     notes = [f"{m.label}: {m.note} [result key: {m.key}]" for m in art.metrics]
     notes.append("paper: the paper's number for this model and size (bench/paper.py); ours: mean ± std (ddof=1) "
                  "over completed seeds; Δ = ours − paper; failed runs in brackets")
@@ -219,6 +242,11 @@ def render(artefact: str, scale: str, runs: list[PlannedRun], results: list[dict
 
 def _num(v) -> str:
     return "" if v is None else repr(float(v))
+
+
+def figure_file(artefact: str, scale: str) -> str:
+    """The file name of the artefact's figure (bench/reproduce_figures.py), beside its tables."""
+    return f"{artefact}-{scale}.png"
 
 
 def write_outputs(runs_dir: str | Path, artefact: str, scale: str, md: str, text_csv: str) -> tuple[Path, Path]:

@@ -71,6 +71,17 @@ class Panel:
 
 
 @dataclass(frozen=True)
+class Curve:
+    """A figure's learning curve: one panel per panel of the artefact, one line per model."""
+
+    column: str                  # the runs' CSV column (bench/curves.py), against the training iteration
+    label: str                   # what it is, for the y axis
+    paper: str                   # what the paper's figure plots, when it is not quite the same
+    baseline: str                # the task's memoryless baseline, as the paper gives it
+    stacked: bool = False        # panels above each other (the paper's Figure 5), else side by side
+
+
+@dataclass(frozen=True)
 class Artefact:
     name: str
     title: str
@@ -79,6 +90,7 @@ class Artefact:
     metrics: tuple[Metric, ...]
     track_test: bool = False     # evaluate the test split at every validation (the paper's "best test acc")
     note: str = ""
+    curve: Curve | None = None   # a figure: draw this curve of the runs (bench/reproduce_figures.py)
 
     def requires(self) -> tuple[str, ...]:
         """Metrics a completed run must have to count for this artefact (made with its settings)."""
@@ -103,12 +115,16 @@ ARTEFACTS: dict[str, Artefact] = {a.name: a for a in (
              (Panel("copying", 1000, "T=1000"), Panel("copying", 2000, "T=2000")),
              (FIRST_BELOW,
               Metric("final CE", "final_train_loss", "final_loss", note="mean of the last 10 logged training losses")),
-             note="the paper prints numbers only for scuRNN at T=2000 (Table 4); the rest is Figure 4's curves"),
+             note="the paper prints numbers only for scuRNN at T=2000 (Table 4); the rest is Figure 4's curves",
+             curve=Curve("train/loss", "training cross entropy", "\"cross entropy\" (its caption)",
+                         "10 log 8 / (T+20)")),
     Artefact("adding", "Figure 5: adding problem", "§5.3, Figure 5",
              (Panel("adding", 200, "T=200"), Panel("adding", 750, "T=750")),
              (FIRST_BELOW,
               Metric("test MSE", "best_ckpt_test_mse", None, note="test split at the best-validation checkpoint")),
-             note="the paper shows Figure 5's curves only: no number to compare with"),
+             note="the paper shows Figure 5's curves only: no number to compare with",
+             # the runs validate (1,000 held-out sequences) at every val_every steps; the test split only at the end
+             curve=Curve("val/mse", "validation MSE", "test set MSE", "always answering 1", stacked=True)),
 )}
 # Not artefacts: the appendix's Tables 3 and 4 (other optimizer settings for scuRNN) have no rows
 # in bench/paper.py beyond their first row, which is the main setting (Table 1, Figure 4).

@@ -134,8 +134,9 @@ def test_with_new_models_adds_the_models_without_a_row_at_the_anchor_budget(tmp_
 # ---- results on disk --------------------------------------------------------------------------
 
 def _fake_result(runs_dir: Path, run: rp.PlannedRun, metrics: dict, status="completed", finished="2026-01-01T00:00:00",
-                 eval_tag="same") -> Path:
-    """A result.json as bench/run.py writes it (bench.results.write_result), for a planned run."""
+                 eval_tag="same", curves: str | None = None) -> Path:
+    """A result.json as bench/run.py writes it (bench.results.write_result), for a planned run;
+    with ``curves``, that text as its csv/metrics.csv."""
     config = run.resolved.to_dict()
     if eval_tag != "same":
         config["tags"] = {**config["tags"], "eval_batches": eval_tag}
@@ -143,11 +144,15 @@ def _fake_result(runs_dir: Path, run: rp.PlannedRun, metrics: dict, status="comp
     folder = runs_dir / run.resolved.task / run.model / name
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps(config))
+    if curves is not None:
+        (folder / "csv").mkdir()
+        (folder / "csv" / "metrics.csv").write_text(curves)
     write_result(folder, {"result_version": 1, "status": status, "error": None, "config": config,
                           "config_hash": run.config_hash, "seed": run.seed, "model": run.model,
                           "task": run.resolved.task, "n_hidden": run.resolved.n_hidden, "n_params": run.n_params,
                           "metric": {"name": "acc", "mode": "max"}, "task_info": {"data_seed": 5544},
-                          "metrics": metrics, "wall_time_s": 1.0, "finished_at": finished})
+                          "metrics": metrics, "wall_time_s": 1.0, "finished_at": finished,
+                          "curves": "csv/metrics.csv" if curves is not None else None})
     return folder
 
 
@@ -239,6 +244,108 @@ def test_rendered_cells_are_mean_std_and_difference_to_the_paper(tmp_path):
         assert line["eval_batches"] == "1" and line["max_steps"] == "4"
 
 
+# ---- the figures (Figures 4 and 5) ------------------------------------------------------------
+
+TRAIN_STEPS = np.arange(9, 100, 10)          # Lightning's 0-based steps of the logged training loss
+VAL_STEPS = np.array([24, 49, 74, 99])       # and of the validations
+
+
+def _metrics_csv(train: np.ndarray, val: np.ndarray) -> str:
+    """A run's csv/metrics.csv as Lightning's CSVLogger writes it: one row per logged step and kind."""
+    lines = ["epoch,step,train/loss,val/loss,val/mse"]
+    lines += [f"0,{s},{float(v)!r},," for s, v in zip(TRAIN_STEPS, train)]
+    lines += [f"0,{s},,{float(v)!r},{float(v)!r}" for s, v in zip(VAL_STEPS, val)]
+    return "\n".join(lines) + "\n"
+
+
+def _trailing_mean(v: np.ndarray, k: int) -> np.ndarray:
+    return np.array([v[max(0, i - k + 1):i + 1].mean() for i in range(len(v))])
+
+
+def _bands(ax, color) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(x, lower, upper) of each band drawn in ``color`` on ``ax``, read from its polygon."""
+    from matplotlib.colors import same_color
+
+    out = []
+    for band in (c for c in ax.collections if same_color(c.get_facecolor()[0][:3], color)):
+        xy = band.get_paths()[0].vertices
+        xs = np.unique(xy[:, 0])
+        out.append((xs, np.array([xy[xy[:, 0] == x, 1].min() for x in xs]),
+                    np.array([xy[xy[:, 0] == x, 1].max() for x in xs])))
+    return out
+
+
+@pytest.mark.parametrize("artefact", ["copying", "adding"])
+def test_figure_lines_are_the_seed_mean_and_std_of_the_runs_curves(tmp_path, artefact):
+    """2 models x 2 seeds with constructed curves, a third model planned but never run and one
+    seed diverged: each panel's line is the mean over seeds of the (smoothed) curve, the band ±1
+    std (ddof=1), computed here with numpy; the baseline is the task's at the run length; the
+    seeds missing are said in the label and the footnote."""
+    models = ("scurnn", "lstm", "scornn")
+    runs = [r for r in rp.plan(artefact, "smoke", 2, runs_dir=str(tmp_path)) if r.model in models]
+    art = rp.ARTEFACTS[artefact]
+    rng = np.random.default_rng(3)
+    values: dict[tuple, dict[int, np.ndarray]] = {}
+    for r in runs:
+        if r.model == "scornn":
+            continue                                                          # never run
+        if r.model == "lstm" and r.panel == art.panels[1] and r.seed == 1:
+            _fake_result(tmp_path, r, {}, status="diverged")                  # no curve
+            continue
+        train, val = rng.uniform(0.1, 1.0, len(TRAIN_STEPS)), rng.uniform(0.01, 0.3, len(VAL_STEPS))
+        _fake_result(tmp_path, r, {"final_train_loss": float(train[-1])}, curves=_metrics_csv(train, val))
+        values.setdefault((r.panel.label, r.model), {})[r.seed] = train if artefact == "copying" else val
+    fig, _ = rp.draw_figure(artefact, "smoke", runs, rp.load_existing(tmp_path))
+
+    axes = fig.axes
+    assert len(axes) == len(art.panels) == 2
+    first, second = (ax.get_position() for ax in axes)
+    assert (first.y0 > second.y0 and first.x0 == second.x0) if artefact == "adding" else first.x0 < second.x0
+    names = {"scurnn": "scuRNN", "lstm": "LSTM", "scornn": "scoRNN"}
+    for ax, panel in zip(axes, art.panels):
+        T = rp.run_seq_len(panel, rp.protocol(artefact, "smoke"))
+        assert ax.get_title() == f"{panel.label} (run at T={T})" and ax.get_xlabel() == "training iteration"
+        baseline = 10 * np.log(8) / (T + 20) if artefact == "copying" else 1 / 6
+        dashed = [line for line in ax.get_lines() if line.get_linestyle() == "--" and line.get_color() == "black"]
+        assert len(dashed) == 1 and np.allclose(dashed[0].get_ydata(), baseline)
+        if artefact == "adding":
+            assert round(dashed[0].get_ydata()[0], 3) == 0.167                 # the paper's baseline
+        drawn = {line.get_label(): line for line in ax.get_lines() if line not in dashed}
+        expected = {}
+        for model in ("scurnn", "lstm"):
+            seeds = values[(panel.label, model)]
+            curves = [_trailing_mean(v, 5) if artefact == "copying" else v for v in seeds.values()]
+            label = f"{names[model]} ({len(seeds)} seeds)" if len(seeds) == 2 else f"{names[model]} (1 of 2 seeds)"
+            expected[label] = (curves, (TRAIN_STEPS if artefact == "copying" else VAL_STEPS) + 1)
+        assert set(drawn) == set(expected)                                     # no line for scoRNN: never run
+        for label, (curves, x) in expected.items():
+            line = drawn[label]
+            assert np.array_equal(line.get_xdata(), x)
+            assert np.allclose(line.get_ydata(), np.mean(curves, axis=0), rtol=1e-12, atol=0)
+            bands = _bands(ax, line.get_color())
+            if len(curves) == 2:
+                (xs, lower, upper), = bands
+                mean, std = np.mean(curves, axis=0), np.std(curves, axis=0, ddof=1)
+                assert np.array_equal(xs, x) and np.allclose(lower, mean - std) and np.allclose(upper, mean + std)
+            else:
+                assert bands == []                                             # one seed: no band
+        assert ("rolling mean of 5" in ax.get_ylabel()) == (artefact == "copying")
+        assert ax.get_ylabel().startswith(art.curve.label)
+    text = " ".join(t.get_text() for t in fig.texts).replace("\n", " ")
+    second = rp.panel_header(art.panels[1], "smoke")
+    assert f"LSTM at {second}: 1 of 2 seeds with a curve (1 diverged)" in text
+    assert all(f"scoRNN at {rp.panel_header(p, 'smoke')}: 0 of 2 seeds" in text for p in art.panels)
+    assert "Ours, not the paper's figure" in text and "Scale smoke" in text
+    assert ("the paper's figure plots test set MSE" in text) == (artefact == "adding")
+    assert "ours at scale smoke" in fig.get_suptitle()
+
+    path = rp.write_figure(tmp_path, artefact, "smoke", runs, rp.load_existing(tmp_path))
+    assert path == tmp_path / "reproduce" / f"{artefact}-smoke.png" and path.read_bytes()[:4] == b"\x89PNG"
+    md, _ = rp.render(artefact, "smoke", runs, rp.load_existing(tmp_path))
+    assert f"]({artefact}-smoke.png)" in md
+    assert rp.write_figure(tmp_path, "table1", "smoke", [], []) is None       # a table: no figure
+
+
 def test_failed_runs_and_a_killed_worker_are_reported_and_the_others_go_on(tmp_path):
     """One worker: a run whose worker is killed (SIGKILL) mid-training, a run that raises, and a
     good run. The first two are reported with why; a new worker takes over and the good run completes."""
@@ -298,7 +405,8 @@ def test_adding_smoke_end_to_end_then_nothing_to_do_then_one_corrupt_rerun(tmp_p
     assert "# Figure 5: adding problem" in done.stdout and "| scuRNN | 116 |" in done.stdout
     assert (runs_dir / "reproduce" / "adding-smoke.md").read_text() == done.stdout
     assert (runs_dir / "reproduce" / "adding-smoke.csv").is_file()
-    assert "ran 14, skipped 0" in done.stderr
+    assert (runs_dir / "reproduce" / "adding-smoke.png").read_bytes()[:4] == b"\x89PNG"
+    assert "ran 14, skipped 0" in done.stderr and f"and {runs_dir / 'reproduce' / 'adding-smoke.png'}" in done.stderr
 
     again = _bench("adding", "--scale", "smoke", "--workers", "2", "--runs-dir", str(runs_dir), cwd=tmp_path)
     assert again.returncode == 0 and "ran 0, skipped 14" in again.stderr

@@ -13,11 +13,15 @@ from .load import load_diagnostics, run_dir
 LINESTYLES = ("-", "--", ":", "-.")
 
 
-def _colors(rows: list[Row]) -> dict[str, str]:
+def model_colors(models) -> dict[str, str]:
+    """One colour per model name, the same for the same set of models (sorted)."""
     palette = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink",
                "tab:gray", "tab:olive", "tab:cyan"]
-    models = sorted({r.model for r in rows})
-    return {m: palette[i % len(palette)] for i, m in enumerate(models)}
+    return {m: palette[i % len(palette)] for i, m in enumerate(sorted(set(models)))}
+
+
+def _colors(rows: list[Row]) -> dict[str, str]:
+    return model_colors(r.model for r in rows)
 
 
 def _curve(r: dict, column: str, smooth: int):
@@ -37,7 +41,19 @@ def _curve(r: dict, column: str, smooth: int):
     return s.rolling(smooth, min_periods=1).mean() if smooth > 1 else s
 
 
+def run_curves(runs: list[dict], column: str, smooth: int) -> list:
+    """The logged curve ``column`` of each run that has one (index: training iterations done)."""
+    return [s for s in (_curve(r, column, smooth) for r in runs) if s is not None and len(s)]
+
+
+def default_smooth(column: str) -> int:
+    """Logged points in the rolling mean of a curve: 5 for a training curve (one batch each), else 1."""
+    return 5 if column.startswith("train/") else 1
+
+
 def _band(ax, series: list, color: str, label: str, **kw):
+    """The mean over ``series`` (aligned on the index) as a line, and a ±1 std (ddof=1) band where
+    at least two have a value. Returns (mean, std, count), as drawn."""
     import pandas as pd
 
     df = pd.concat(series, axis=1)
@@ -46,6 +62,26 @@ def _band(ax, series: list, color: str, label: str, **kw):
     ok = count >= 2
     if ok.any():
         ax.fill_between(df.index[ok], (mean - std)[ok], (mean + std)[ok], color=color, alpha=0.2, linewidth=0)
+    return mean, std, count
+
+
+def curve_panel(ax, lines: list[tuple], baselines: list[tuple[float, str]], title: str, ylabel: str,
+                legend: dict | None = None, **kw) -> bool:
+    """One panel of learning curves against training iteration: each of ``lines`` (label, colour,
+    linestyle, series over seeds) as :func:`_band` draws it, each of ``baselines`` (value, label)
+    dashed black. ``legend``: the legend's options (default: small, placed by matplotlib); ``kw``
+    goes to every line (e.g. a marker). Returns whether a curve was drawn."""
+    for label, color, linestyle, series in lines:
+        _band(ax, series, color, label, linestyle=linestyle, **kw)
+    for value, label in baselines:
+        ax.axhline(value, color="black", linestyle="--", linewidth=1, label=label)
+    ax.set_title(title)
+    ax.set_xlabel("training iteration")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**(legend or {"fontsize": 7}))
+    return bool(lines)
 
 
 def _row_label(row: Row, rows: list[Row]) -> str:
@@ -54,6 +90,11 @@ def _row_label(row: Row, rows: list[Row]) -> str:
     if sum(r.model == row.model for r in rows) > 1:
         label += f", {row.budget}, {row.config_hash[:6]}"
     return label
+
+
+def is_baseline_of(column: str, task: str) -> bool:
+    """Whether ``task``'s memoryless baseline is a value of the curve ``column`` (the loss, ...)."""
+    return any(column.endswith("/" + m) for m in baseline_metrics(task))
 
 
 def curves_figure(task: str, rows: list[Row], out_png: Path, metric: str | None = None,
@@ -65,7 +106,7 @@ def curves_figure(task: str, rows: list[Row], out_png: Path, metric: str | None 
     if metric is None:
         names = {(r.get("metric") or {}).get("name") for row in rows for r in row.runs}
         metric = curve_for(task) or (f"val/{names.pop()}" if len(names) == 1 and None not in names else "train/loss")
-    smooth = smooth if smooth is not None else (5 if metric.startswith("train/") else 1)
+    smooth = smooth if smooth is not None else default_smooth(metric)
     lengths = sorted({r.seq_len for r in rows}, key=lambda v: v or 0)
     colors = _colors(rows)
     fig = Figure(figsize=(6.4 * len(lengths), 4.2), layout="constrained")
@@ -74,23 +115,17 @@ def curves_figure(task: str, rows: list[Row], out_png: Path, metric: str | None 
     for ax, T in zip(axes, lengths):
         panel = [r for r in rows if r.seq_len == T]
         seen: dict[str, int] = {}
+        lines = []
         for row in panel:
-            series = [s for s in (_curve(r, metric, smooth) for r in row.runs) if s is not None and len(s)]
+            series = run_curves(row.runs, metric, smooth)
             if series:
                 k = seen[row.model] = seen.get(row.model, -1) + 1   # a model's further configs: other dashes
-                _band(ax, series, colors[row.model], _row_label(row, panel), linestyle=LINESTYLES[k % 4])
-                plotted = True
+                lines.append((_row_label(row, panel), colors[row.model], LINESTYLES[k % 4], series))
         # the baseline is a value of the task's baseline_metrics (the loss, ...): no line on an accuracy curve
-        loss_like = any(metric.endswith("/" + m) for m in baseline_metrics(task))
-        baselines = {r.baseline for r in panel if r.baseline is not None} if loss_like else set()
-        for b in baselines:
-            ax.axhline(b, color="black", linestyle="--", linewidth=1, label=f"baseline {b:.3g}")
-        ax.set_title(f"{task}" + (f", T={T}" if T else ""))
-        ax.set_xlabel("training iteration")
-        ax.set_ylabel(metric + (f" (rolling mean of {smooth} logged points)" if smooth > 1 else ""))
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
+        baselines = {r.baseline for r in panel if r.baseline is not None} if is_baseline_of(metric, task) else set()
+        plotted |= curve_panel(ax, lines, [(b, f"baseline {b:.3g}") for b in baselines],
+                               f"{task}" + (f", T={T}" if T else ""),
+                               metric + (f" (rolling mean of {smooth} logged points)" if smooth > 1 else ""))
     if not plotted:
         return None
     fig.suptitle(f"{task}: mean and ±1 std over seeds", fontsize=10)
