@@ -9,7 +9,10 @@ Vectorised (as eunn.py's loop): per layer two coefficient vectors v1, v2 and a f
 permutation P give x <- v1 * x + v2 * x[P], with no loop over rotations. The coefficients are
 built once per forward pass; then either W is multiplied out by applying the layers to the
 identity (one GEMM per step) or the layers are applied to the state at every step (O(Ln)),
-whichever is faster (option ``dense``).
+whichever is faster (option ``dense``). With ``fast`` each runs through a fused recurrence with a
+hand-written backward: models/fastpath.py (dense), models/fastpath_factored.py (factored: input
+projection, layers, modReLU and readout in one autograd Function); the plain loop
+``unitary.unroll`` is the reference and the recorder's path.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from bench.errors import ConfigError, InvalidHiddenSizeError, UnknownNameError
 
 from .base import RecurrentModel, glorot_
 from .fastpath import recurrence
+from .fastpath_factored import pair_coefficients, pair_layout, pair_rnn, to_positions
 from .unitary import complex_to_real_block, modrelu_complex, modrelu_cplx, modrelu_real, unitarity_error, unroll
 from .urnn import dense_is_faster
 
@@ -87,8 +91,9 @@ class EURNN(RecurrentModel):
         dense: ``True`` builds W once per forward and runs one GEMM per step; ``False`` applies
             the layers to the state at every step (O(Ln)); ``None`` picks the faster for the
             device, n and number of layers (``urnn.dense_is_faster``). Default: ``None``.
-        fast: run the dense recurrence with ``fastpath.recurrence`` (hand-written backward);
-            ``False`` uses the plain autograd loop ``unitary.unroll``. Default: ``True``.
+        fast: run the dense recurrence with ``fastpath.recurrence`` and the factored one with
+            ``fastpath_factored.pair_rnn`` (hand-written backwards); ``False`` uses the plain
+            autograd loop ``unitary.unroll``. Default: ``True``.
 
     Example::
 
@@ -113,10 +118,13 @@ class EURNN(RecurrentModel):
         self.style, self.capacity, self.is_complex, self.readout_mode = style, capacity, complex, readout
         partner, rot, is_b, n_rot = _layer_tables(n, style, capacity)
         self.dense = dense                                        # None: chosen per forward (dense_is_faster)
-        self.fast = fast                                          # models/fastpath.py (dense path)
+        self.fast = fast                                          # models/fastpath.py, fastpath_factored.py
         self.register_buffer("partner", partner, persistent=False)
         self.register_buffer("rot", rot, persistent=False)
         self.register_buffer("is_b", is_b, persistent=False)
+        self.layout, tables = pair_layout(partner, style)            # the fused factored path's
+        for key, table in tables.items():
+            self.register_buffer(f"pair_{key}", table, persistent=False)
         width = 2 * n if complex else n
         self.theta = nn.Parameter(torch.empty(n_rot).uniform_(-math.pi, math.pi))
         if complex:
@@ -211,14 +219,19 @@ class EURNN(RecurrentModel):
         return self.apply_layers(torch.eye(self.n_hidden, dtype=v1.dtype, device=v1.device), v1, v2, final)
 
     def use_dense(self, device: torch.device) -> bool:
-        return self.dense if self.dense is not None else dense_is_faster(self.n_hidden, self.partner.shape[0], device)
+        if self.dense is not None:
+            return self.dense
+        return dense_is_faster(self.n_hidden, self.partner.shape[0], device, fused=self.fast, real=not self.is_complex)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # (B, L, m) -> (B, L, p)
+        dense = self.use_dense(x.device)
+        if not dense and self.fast and not self.recording_now:
+            return self.fused_factored(x)
         xu, n = x @ self.U, self.n_hidden
         # the recorder's |z| is the root's, sqrt(|z|^2 + 1e-12) (its ε sits outside, in the bias)
         record = self.step_record(self.bias, complex_=self.is_complex, eps=1e-12)
-        if self.use_dense(x.device):
+        if dense:
             W = self.recurrent_matrix()                                 # built once per forward
             if self.is_complex:
                 W = complex_to_real_block(W)
@@ -241,6 +254,20 @@ class EURNN(RecurrentModel):
             else:
                 hs = unroll(xu, self.h0, step, lambda z: modrelu_eurnn_real(z, self.bias), record)
         return self.readout(hs[..., :n] if self.is_complex and self.readout_mode == "re" else hs)
+
+    def fused_factored(self, x: torch.Tensor) -> torch.Tensor:
+        """The factored path through models/fastpath_factored.py (input projection, recurrence and
+        readout in one Function; the weights gathered into its buffer's order). Its modReLU is the
+        dense fast path's: bias b + ε, ε, 1e-12 in the root."""
+        n, c, coord = self.n_hidden, self.is_complex, self.pair_coord
+        h0 = to_positions(self.h0, coord, n, c)
+        if c:
+            h0 = torch.view_as_complex(h0.view(h0.shape[0], -1, 2))
+        M0, M1 = pair_coefficients(*self.coefficients(), coord, self.pair_first, self.pair_alone)
+        bias = torch.cat([self.bias + EPS, self.bias.new_zeros(1)])[coord]
+        return pair_rnn(x, to_positions(self.U, coord, n, c), h0, M0, M1, bias,
+                        to_positions(self.readout.weight, coord, n, c), self.readout.bias, self.layout,
+                        eps=EPS, eps_sqrt=1e-12)
 
     @torch.no_grad()
     def unitarity_error(self) -> float:

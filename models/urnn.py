@@ -5,6 +5,9 @@ with unnormalised complex v, F the unitary DFT (``norm="ortho"``), Π a fixed pe
 (numpy seed 1234). 7n recurrent parameters. W is built once per forward pass by applying the
 factors to the identity (Wisdom's ``adhoc_fast``), then the recurrence is one real GEMM per step;
 for large n on CPU the factors are applied to the state at each step instead (option ``dense``).
+With ``fast`` either runs through a fused recurrence with a hand-written backward (models/fastpath.py
+for the dense W, models/fastpath_urnn.py for the factors); the plain loop ``unitary.unroll`` is the
+reference and the recorder's path.
 """
 from __future__ import annotations
 
@@ -18,7 +21,8 @@ from bench.errors import ConfigError
 
 from .base import glorot_
 from .complex_rnn import ComplexModReLURNN
-from .unitary import modrelu_cplx, unroll
+from .fastpath_urnn import interleave, urnn_rnn
+from .unitary import MODRELU_EPS, modrelu_cplx, unroll
 
 PERMUTATION_SEED = 1234
 
@@ -62,16 +66,23 @@ def restricted_unitary(theta: torch.Tensor, reflections: torch.Tensor, perm: tor
     return apply_restricted(torch.eye(theta.shape[-1], dtype=d.dtype, device=d.device), d, v, perm)
 
 
-def dense_is_faster(n: int, layers: float, device: torch.device) -> bool:
+def dense_is_faster(n: int, layers: float, device: torch.device, *, fused: bool = False, real: bool = False) -> bool:
     """Automatic choice: dense W (one GEMM per step) or the factored operator applied per step.
 
     Per step, the dense path costs ~n^2 and the factored one ~n (layers + 6) (elementwise work
-    per layer plus a fixed part), so dense wins while n <= 32 (layers + 6): the constant was
-    measured on CPU (1 thread, batch 20, T = 120; README, "Models"); urnn counts as 6 layers.
+    per layer plus a fixed part), so dense wins while n <= C (layers + 6); urnn counts as 6 layers.
+    C was measured on CPU (1 thread, batch 20, T = 120; README, "Models"), the dense side through
+    models/fastpath.py: C = 32 against the plain factored loop (``fast=False``); C = 12 against
+    the fused factored paths (``fused``: models/fastpath_factored.py, fastpath_urnn.py), whose
+    crossovers are at n = 90, 127, 170, 245 for eurnn's L = 2, 4, 8, 16, 250 for its FFT style
+    (8 layers) and 165 for urnn. ``real``: eurnn's real version, whose n counts as n / 2 (its
+    crossovers are at about twice the complex version's n: 175 for L = 2, 225 for L = 4).
     On GPUs the dense GEMM (one kernel per step instead of ~20) is used (not measured: no GPU).
     """
     if device.type != "cpu":
         return True
+    if fused:
+        return (n / 2 if real else n) <= 12 * (layers + 6)
     return n <= 32 * (layers + 6)
 
 
@@ -85,8 +96,9 @@ class URNN(ComplexModReLURNN):
         dense: ``True`` multiplies W out once per forward and runs one GEMM per step;
             ``False`` applies the factors to the state at every step (O(n log n)); ``None``
             picks the faster for the device and n (``dense_is_faster``). Default: ``None``.
-        fast: run the dense recurrence with ``fastpath.recurrence`` (hand-written backward);
-            ``False`` uses the plain autograd loop ``unitary.unroll``. Default: ``True``.
+        fast: run the dense recurrence with ``fastpath.recurrence`` and the factored one with
+            ``fastpath_urnn.urnn_rnn`` (hand-written backwards); ``False`` uses the plain
+            autograd loop ``unitary.unroll``. Default: ``True``.
 
     modReLU uses the harness's ε (inside the root and in the denominator); the released code
     has ε only in the denominator, which gives NaN gradients at z = 0.
@@ -109,7 +121,7 @@ class URNN(ComplexModReLURNN):
         self.valid_hidden(n_hidden, dense=dense)
         super().__init__(d_input, d_output, n_hidden)
         n = n_hidden
-        self.fast = fast                                         # models/fastpath.py (dense path)
+        self.fast = fast                                         # models/fastpath.py, fastpath_urnn.py
         self.dense = dense                                       # None: chosen per forward (dense_is_faster)
         self.theta = nn.Parameter(torch.empty(3, n).uniform_(-math.pi, math.pi))     # D1, D2, D3
         self.reflections = nn.Parameter(glorot_(torch.empty(2, 2 * n)))              # [Re v | Im v]
@@ -135,7 +147,22 @@ class URNN(ComplexModReLURNN):
         return restricted_unitary(self.theta, self.reflections, self.perm)
 
     def use_dense(self, device: torch.device) -> bool:
-        return self.dense if self.dense is not None else dense_is_faster(self.n_hidden, 6, device)
+        return self.dense if self.dense is not None else dense_is_faster(self.n_hidden, 6, device, fused=self.fast)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # (B, L, m) -> (B, L, p)
+        if self.fast and not self.recording_now and not self.use_dense(x.device):
+            return self.fused_factored(x)
+        return super().forward(x)
+
+    def fused_factored(self, x: torch.Tensor) -> torch.Tensor:
+        """The factored path through models/fastpath_urnn.py: input projection, recurrence and
+        readout in one Function (the factors built with autograd once per forward)."""
+        n = self.n_hidden
+        d, v = urnn_factors(self.theta, self.reflections)
+        w = v.conj() * (2.0 / (v.abs() ** 2).sum(-1, keepdim=True))        # x <- x - (x w) v
+        return urnn_rnn(x, interleave(self.U), torch.complex(self.h0[:, :n], self.h0[:, n:]), d, v, w, self.perm,
+                        self.bias, interleave(self.readout.weight), self.readout.bias, eps=MODRELU_EPS)
 
     def factored_states(self, xu: torch.Tensor) -> torch.Tensor:
         """The factors applied to the complex state at every step (O(n log n)) by ``unitary.unroll``."""

@@ -139,6 +139,13 @@ def test_every_fast_model_is_covered():
 @pytest.mark.parametrize("name,opts", FAST_CASES, ids=[f"{n}{o}" for n, o in FAST_CASES])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_models_fast_equal_plain(name, opts, dtype):
+    _fast_equals_plain(name, opts, dtype)
+
+
+def _fast_equals_plain(name, opts, dtype, h0_rows=0, tweak=None):
+    """Same outputs and parameter gradients with ``fast=True`` and ``fast=False``. ``h0_rows``: a
+    random h0 buffer of that many rows that, like the input x, gets a gradient (0: as built);
+    ``tweak``: a function applied to the fast model before its forward pass."""
     torch.manual_seed(0)
     n = MODELS[name].hidden_for_budget(400, 5, 4, **opts)
     fast = build_model(name, 5, 4, n, **opts).to(dtype)
@@ -149,12 +156,104 @@ def test_models_fast_equal_plain(name, opts, dtype):
     plain.load_state_dict(fast.state_dict())
     assert fast.fast and not plain.fast
     x, target = torch.randn(3, 15, 5, dtype=dtype), torch.randn(3, 15, 4, dtype=dtype)
-    out_f, out_p = fast(x), plain(x)
+    inputs = {"x": [x, x.clone()]}
+    if h0_rows:
+        h0 = 0.3 * torch.randn(h0_rows, fast.h0.shape[1], dtype=dtype)
+        wrap = torch.nn.Parameter if isinstance(fast.h0, torch.nn.Parameter) else (lambda t: t)
+        fast.h0, plain.h0 = wrap(h0.clone()), wrap(h0.clone())
+        inputs["h0"] = [fast.h0, plain.h0]
+        for t in (*inputs["x"], *inputs["h0"]):
+            t.requires_grad_()
+    if tweak is not None:
+        tweak(fast)
+    out_f, out_p = fast(inputs["x"][0]), plain(inputs["x"][1])
     _close(out_f, out_p, TOL[dtype], "output")
     F.mse_loss(out_f, target).backward()
     F.mse_loss(out_p, target).backward()
     for (pname, pf), pp in zip(fast.named_parameters(), plain.parameters()):
         _close(pf.grad, pp.grad, TOL[dtype], f"d{pname}")
+    for name_, (a, b) in inputs.items() if h0_rows else ():
+        _close(a.grad, b.grad, TOL[dtype], f"d{name_}")
+
+
+# every dense=False option set of tests/test_models.py of a model with a fused path: its factored path
+FACTORED_CASES = [(n, o) for n, o in ALL if "fast" in MODELS[n].options() and o.get("dense") is False]
+
+
+@pytest.mark.parametrize("name,opts", FACTORED_CASES, ids=[f"{n}{o}" for n, o in FACTORED_CASES])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_models_factored_fast_equal_plain(name, opts, dtype):
+    assert {"eurnn", "urnn"} <= {n for n, _ in FACTORED_CASES}
+    _fast_equals_plain(name, opts, dtype)
+
+
+# EURNN's fused factored path (models/fastpath_factored.py) on every structure it handles
+EURNN_FACTORED = [{"capacity": 2}, {"capacity": 4}, {"capacity": 2, "readout": "reim"}, {"style": "fft"},
+                  {"complex": False, "capacity": 2}, {"complex": False, "capacity": 4},
+                  {"style": "fft", "complex": False}]
+
+
+@pytest.mark.parametrize("opts", EURNN_FACTORED, ids=[str(o) for o in EURNN_FACTORED])
+@pytest.mark.parametrize("position_major", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_eurnn_fused_factored_equals_plain(opts, position_major, dtype, monkeypatch):
+    """Outputs and the gradients of every parameter, the input and a random h0 (one row, or one
+    per sequence) equal the plain loop's, in both memory orders and with the backward's blocks of
+    steps (15 = 4 + 4 + 4 + 3) edging everywhere."""
+    import bench.models.fastpath_factored as ff
+
+    def tweak(model):
+        model.layout = model.layout._replace(position_major=position_major)
+        monkeypatch.setattr(ff, "CHUNK", 4 * 3 * model.layout.width)      # 4 steps of batch 3 per block
+
+    for rows in (1, 3):
+        _fast_equals_plain("eurnn", {**opts, "dense": False}, dtype, h0_rows=rows, tweak=tweak)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_urnn_fused_factored_equals_plain(dtype, monkeypatch):
+    """uRNN's fused factored path (models/fastpath_urnn.py): outputs and the gradients of every
+    parameter, the input and h0 (one row, or one per sequence) equal the plain loop's, with the
+    backward's blocks of steps (15 = 4 + 4 + 4 + 3) edging everywhere."""
+    import bench.models.fastpath_urnn as fu
+
+    def tweak(model):
+        monkeypatch.setattr(fu, "CHUNK", 4 * 3 * model.n_hidden)          # 4 steps of batch 3 per block
+
+    for rows in (1, 3):
+        _fast_equals_plain("urnn", {"dense": False}, dtype, h0_rows=rows, tweak=tweak)
+    fast, plain = (build_model("urnn", 3, 2, 10, dense=False, fast=f).double() for f in (True, False))
+    plain.load_state_dict(fast.state_dict())
+    x = torch.randn(2, 7, 3, dtype=torch.float64)
+    with torch.no_grad():                                                  # the no-grad forward
+        _close(fast(x), plain(x), 1e-10, "no-grad output")
+
+
+def test_eurnn_fused_factored_no_grad_and_layout_check():
+    """Without gradients the same outputs; a layout that does not match the layers is refused."""
+    import bench.models.fastpath_factored as ff
+
+    torch.manual_seed(0)
+    model = build_model("eurnn", 3, 2, 12, capacity=4, dense=False).double()
+    x = torch.randn(2, 9, 3, dtype=torch.float64)
+    with torch.no_grad():
+        _close(model(x), model(x.requires_grad_()).detach(), 1e-14, "no-grad output")
+    with pytest.raises(ConfigError, match="does not match layer 0"):
+        ff.pair_layout(model.partner.flip(0), "tunable")              # B, A, B, A: not the layout's A, B, A, B
+
+
+def test_fused_factored_paths_save_less_than_plain():
+    torch.manual_seed(0)
+    x = torch.randn(4, 200, 3)
+    for opts in ({}, {"style": "fft"}, {"complex": False, "capacity": 4}):
+        fast, plain = (build_model("eurnn", 3, 2, 32, dense=False, fast=f, **opts) for f in (True, False))
+        states = 4 * 200 * 32 * (8 if opts.get("complex", True) else 4)   # one copy of all states
+        saved = _saved_bytes(lambda: fast(x))       # z (the states, real version) and modReLU's m and s, with pads
+        assert saved <= (2.5 if opts.get("complex", True) else 1.3) * states
+        assert saved < _saved_bytes(lambda: plain(x)) / 4
+    fast, plain = (build_model("urnn", 3, 2, 32, dense=False, fast=f) for f in (True, False))
+    saved = _saved_bytes(lambda: fast(x))           # urnn: z, the FFT outputs, modReLU's m and s
+    assert saved <= 4.2 * 4 * 200 * 32 * 8 and saved < _saved_bytes(lambda: plain(x)) / 2
 
 
 def _saved_bytes(fn) -> int:
@@ -228,7 +327,8 @@ def test_bench_speed_rejects_bad_input(capsys):
 
 
 def test_memory_probe_reports_growth():
-    from bench.speed import memory_probe, model_specs
+    from bench.speed_memory import memory_probe
+    from bench.speed_models import model_specs
 
     (spec, _) = model_specs(["scurnn", "lstm"], "copying", None, 8, False)
     mem = memory_probe(spec, T=400, B=16, device="cpu", threads=1)
@@ -239,7 +339,8 @@ def test_memory_probe_reports_growth():
 @pytest.mark.slow
 def test_copying_t2000_step_fits_and_beats_plain_memory():
     """Issue 7: copying at T=2000 (batch 20, n=130) trains within 2 GB, with no more memory than the plain loop."""
-    from bench.speed import memory_probe, model_specs
+    from bench.speed_memory import memory_probe
+    from bench.speed_models import model_specs
 
     fast, plain = model_specs(["scurnn"], "copying", None, 130, True)
     got = {s["label"]: memory_probe(s, T=2000, B=20, device="cpu", threads=1)["train_mb"] for s in (fast, plain)}

@@ -471,10 +471,11 @@ def test_trains_through_run_and_loss_goes_down(tmp_path, name, task, seq_len):
                     runs_dir=str(tmp_path), wandb="disabled", quiet=True)
     result = run(cfg)
     assert result["status"] == "completed", result["error"]
-    assert result["n_params"] == cls.param_count(16, *TASK_DIMS[task], **cfg.model_options)
+    options = result["config"]["model_options"]           # with the paper row's, as resolve() made them
+    assert result["n_params"] == cls.param_count(16, *TASK_DIMS[task], **options)
     # the same initial model as the run's (same seed), on the same validation data
     pl.seed_everything(cfg.seed, verbose=False)
-    model = build_model(name, *TASK_DIMS[task], 16, **cfg.model_options)
+    model = build_model(name, *TASK_DIMS[task], 16, **options)
     t = build_task(task, seq_len=seq_len)
     with torch.no_grad():
         losses = [t.loss(model(batch[0]), batch).item() for batch in t.datamodule(50).val_dataloader()]
