@@ -137,8 +137,9 @@ RUN_FLAGS = (
     Flag("--track-test", "track_test", "also evaluate the test split at every validation, for the paper's 'best "
          "test accuracy over epochs' (default: on with --scale paper for mnist/pmnist)", {"action": "store_true"},
          reproduce=False),
-    Flag("--threads", "threads", "torch CPU threads (default: torch's, or OMP_NUM_THREADS); 1 is often fastest for "
-         "small recurrent models and on shared machines", {"type": positive_int}, reproduce=False),
+    Flag("--threads", "threads", "torch CPU threads (default: OMP_NUM_THREADS if set, else 1 for CPU training: on "
+         "2 cores, 2 threads were up to 1.6x faster only while no other process ran and 1.3-7x slower when one "
+         "did; result.json records the count and why)", {"type": positive_int}, reproduce=False),
 )
 # RunConfig fields a search space may sample (besides per-group optimizers), plus "model_options.KEY"
 SAMPLED_FIELDS = tuple(f.field for f in RUN_FLAGS if f.sampled)

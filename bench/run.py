@@ -16,18 +16,11 @@ from bench.config import RunConfig, resolve
 from bench.curves import read_curves, summarise
 from bench.preemption import PREEMPT_CKPT, preemption_callback, resume_checkpoint
 from bench.provenance import code_version, hardware, library_versions
-from bench.results import atomic_write_text, writable_folder, write_result
+from bench.atomic import atomic_write_text
+from bench.results import EXIT_CODES, writable_folder, write_result
 from bench.secrets import mask_text
 
 ACCELERATORS = {"auto": "auto", "cpu": "cpu", "gpu": "gpu", "cuda": "gpu", "mps": "mps"}
-# Exit code of `bench run` when SIGTERM/SIGUSR1 stopped it after saving a checkpoint
-# (EX_TEMPFAIL: "try again"); continue with `bench run --resume RUN_DIR`.
-EXIT_PREEMPTED = 75
-EXIT_DIVERGED = 3
-# The exit code of each run status: `bench run`'s, and the W&B run's (0 = finished, else failed).
-# A pruned trial is the sweep working as meant: finished, with a "pruned" tag (tracking.py).
-EXIT_CODES = {"completed": 0, "pruned": 0, "diverged": EXIT_DIVERGED, "preempted": EXIT_PREEMPTED,
-              "interrupted": EXIT_PREEMPTED}
 
 
 def check_device(device: str) -> None:
@@ -69,6 +62,111 @@ def _quiet_lightning():
     warnings.filterwarnings("ignore", message=".*The number of training batches.*")
 
 
+# The thread count bench chose for a CPU run in this process (None: it has not chosen), so that a
+# second run in the same process does not mistake bench's own choice for a caller's.
+_CHOSEN_THREADS: list = [None]
+DEFAULT_CPU_THREADS = 1
+
+
+def choose_threads(requested: int | None, *, on_cpu: bool, omp_env: str | None, current: int, usable: int,
+                   chosen_before: int | None = None) -> tuple[int, str]:
+    """The torch intra-op thread count of a run, and why (result.json records both).
+
+    In order: ``--threads N``; ``OMP_NUM_THREADS`` (torch started with it); a count set in this
+    process before the run (``current`` differs from the ``usable`` cores and is not bench's
+    own earlier choice: a sweep worker's share of the cores, or the caller's); on CPU,
+    ``DEFAULT_CPU_THREADS`` (1); on a GPU, torch's count. Measured with ``bench speed
+    --harness`` (bench run's own loop) on the 2-core machine the leaderboard runs on: 2 threads
+    made a training step up to 1.6x faster while the second core stayed idle, and 1.3x to 7x
+    slower whenever another process used it (45x under heavy load), for 22k- to 276k-parameter
+    models alike; the recurrences' small per-step products leave little to share.
+    """
+    if requested:
+        return requested, "--threads"
+    if omp_env and omp_env.strip():
+        return current, f"OMP_NUM_THREADS={omp_env.strip()}"
+    if current != usable and current != chosen_before:
+        return current, (f"kept the {current} threads torch had before the run, not the {usable} usable cores "
+                         f"(set in this process, e.g. a sweep worker's share of the cores)")
+    if not on_cpu:
+        return current, "torch's default (the run trains on a GPU)"
+    return min(DEFAULT_CPU_THREADS, usable), (
+        "bench's default for CPU training (--threads N to change): on 2 cores, 2 threads were up to 1.6x "
+        "faster only while no other process ran, and 1.3-7x slower when one did")
+
+
+def set_threads(cfg: RunConfig) -> dict:
+    """Set torch's intra-op threads for the run (:func:`choose_threads`); returns what
+    result.json records: ``{"count": n, "reason": ...}``."""
+    import os
+
+    import torch
+
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:                      # not Linux
+        usable = os.cpu_count() or 1
+    on_cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()
+                                     and not torch.backends.mps.is_available())
+    count, reason = choose_threads(cfg.threads, on_cpu=on_cpu, omp_env=os.environ.get("OMP_NUM_THREADS"),
+                                   current=torch.get_num_threads(), usable=usable,
+                                   chosen_before=_CHOSEN_THREADS[0])
+    if count != torch.get_num_threads():
+        torch.set_num_threads(count)
+    # a count bench set (--threads or its default) is no caller's choice for the next run here
+    _CHOSEN_THREADS[0] = count if reason == "--threads" or reason.startswith("bench's default") else None
+    return {"count": torch.get_num_threads(), "reason": reason}
+
+
+def build_module(cfg: RunConfig, task):
+    """Seed everything with ``cfg.seed``, build the model and wrap it with the task: the
+    LightningModule a run trains (``bench speed --harness`` times the same one)."""
+    import lightning.pytorch as pl
+
+    from bench.models import build_model
+    from bench.module import SequenceModule
+
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    model = build_model(cfg.model, task.d_input, task.d_output, cfg.n_hidden, **cfg.model_options)
+    return SequenceModule(model, task, cfg.opts)
+
+
+def build_trainer(cfg: RunConfig, task, run_dir: Path, loggers: list, callbacks: list | None = None):
+    """The Trainer a run trains with, with its callbacks (extra ``callbacks`` after the
+    harness's own); returns ``(trainer, checkpoint callback, preemption callback)``.
+    ``bench speed --harness`` times this same Trainer."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+
+    from bench.module import FreezeStartupObjects
+
+    preemption = preemption_callback(run_dir)
+    monitor = f"val/{task.metric}"
+    checkpoint = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), monitor=monitor, mode=task.metric_mode,
+                                 save_last=True, save_top_k=1, filename="best")
+    from bench.diagnostics import Diagnostics
+
+    # `preemption` must stay after `checkpoint`: both are Checkpoint callbacks, which Lightning runs
+    # last and in this order, so a preemption at a validation's end sees its best-model update
+    cbs = [checkpoint, preemption, Diagnostics(run_dir), FreezeStartupObjects()] + list(callbacks or [])
+    if not cfg.quiet:
+        cbs.append(TQDMProgressBar(refresh_rate=10))
+    val_every = min(cfg.val_every, cfg.max_steps) if cfg.max_steps else cfg.val_every
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    # Under SLURM, submitit (bench/slurm.py) requeues; Lightning's own requeue would race it.
+    plugins = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else None
+    trainer = pl.Trainer(
+        plugins=plugins, accelerator=ACCELERATORS[cfg.device], devices=1, max_steps=cfg.max_steps or -1,
+        max_epochs=cfg.max_epochs if cfg.max_epochs else (-1 if cfg.max_steps else None),
+        val_check_interval=val_every, check_val_every_n_epoch=None, num_sanity_val_steps=0,
+        gradient_clip_val=cfg.grad_clip, logger=loggers, callbacks=cbs, log_every_n_steps=10,
+        enable_progress_bar=not cfg.quiet, enable_model_summary=not cfg.quiet,
+        default_root_dir=str(run_dir),
+    )
+    return trainer, checkpoint, preemption
+
+
 def run(cfg: RunConfig, *, callbacks: list | None = None, resume_dir: str | Path | None = None) -> dict:
     """Train ``cfg.model`` on ``cfg.task``, evaluate on the test split, write result.json.
 
@@ -93,13 +191,10 @@ def run(cfg: RunConfig, *, callbacks: list | None = None, resume_dir: str | Path
 def _run(cfg: RunConfig, *, callbacks: list | None, resume_dir: str | Path | None) -> dict:
     if not cfg.resolved:
         cfg = resolve(cfg)
-    import lightning.pytorch as pl
-    from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
     from lightning.pytorch.loggers import CSVLogger
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from bench.models import build_model
-    from bench.module import DivergedError, SequenceModule
+    from bench.module import DivergedError
     from bench.tasks import build_task
     from bench.tracking import finish_wandb, make_loggers, result_summary, wandb_mode
 
@@ -120,41 +215,14 @@ def _run(cfg: RunConfig, *, callbacks: list | None, resume_dir: str | Path | Non
         run_dir = make_run_dir(cfg)
         atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2, default=str) + "\n")
 
-    if cfg.threads:
-        import torch
-
-        torch.set_num_threads(cfg.threads)
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    model = build_model(cfg.model, task.d_input, task.d_output, cfg.n_hidden, **cfg.model_options)
-    module = SequenceModule(model, task, cfg.opts)
+    threads = set_threads(cfg)
+    module = build_module(cfg, task)
+    model = module.model
     loggers, mode, wandb_id = make_loggers(cfg, run_dir, metric=task.metric, metric_mode=task.metric_mode)
     if ckpt_path is not None:   # a resumed part logs beside the earlier ones; read_curves joins them
         part = 1 + len(list(run_dir.glob("csv/part*/metrics.csv")))
         loggers[0] = CSVLogger(save_dir=str(run_dir), name="csv", version=f"part{part}")
-    preemption = preemption_callback(run_dir)
-    monitor = f"val/{task.metric}"
-    checkpoint = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), monitor=monitor, mode=task.metric_mode,
-                                 save_last=True, save_top_k=1, filename="best")
-    from bench.diagnostics import Diagnostics
-
-    # `preemption` must stay after `checkpoint`: both are Checkpoint callbacks, which Lightning runs
-    # last and in this order, so a preemption at a validation's end sees its best-model update
-    cbs = [checkpoint, preemption, Diagnostics(run_dir)] + list(callbacks or [])
-    if not cfg.quiet:
-        cbs.append(TQDMProgressBar(refresh_rate=10))
-    val_every = min(cfg.val_every, cfg.max_steps) if cfg.max_steps else cfg.val_every
-    from lightning.pytorch.plugins.environments import SLURMEnvironment
-
-    # Under SLURM, submitit (bench/slurm.py) requeues; Lightning's own requeue would race it.
-    plugins = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else None
-    trainer = pl.Trainer(
-        plugins=plugins, accelerator=ACCELERATORS[cfg.device], devices=1, max_steps=cfg.max_steps or -1,
-        max_epochs=cfg.max_epochs if cfg.max_epochs else (-1 if cfg.max_steps else None),
-        val_check_interval=val_every, check_val_every_n_epoch=None, num_sanity_val_steps=0,
-        gradient_clip_val=cfg.grad_clip, logger=loggers, callbacks=cbs, log_every_n_steps=10,
-        enable_progress_bar=not cfg.quiet, enable_model_summary=not cfg.quiet,
-        default_root_dir=str(run_dir),
-    )
+    trainer, checkpoint, preemption = build_trainer(cfg, task, run_dir, loggers, callbacks)
     status, error, test_final, test_best = "completed", None, {}, {}
     pruned = None
     started = time.time()
@@ -230,6 +298,7 @@ def _run(cfg: RunConfig, *, callbacks: list | None, resume_dir: str | Path | Non
         "code_version": code_version(),
         "library_versions": library_versions(),
         "hardware": hardware(),
+        "threads": threads,
         "command": mask_text(" ".join(sys.argv)) if sys.argv else None,
         "run_dir": str(run_dir),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -16,102 +16,35 @@ files are read):
   set size during its first training step minus the resident size before it (Linux: VmHWM
   after resetting it through /proc/self/clear_refs; elsewhere the growth of ``ru_maxrss``, a
   lower bound). It counts autograd buffers, optimizer state and allocator slack; on CUDA it
-  is ``torch.cuda.max_memory_allocated`` above the resident model and data;
+  is ``torch.cuda.max_memory_allocated`` above the resident model and data. The same peak up
+  to the end of the backward pass (``fwd_bwd_peak_mb``) is the activation memory: what the
+  fused recurrences save against their plain autograd loops (``--plain``). RSS, because
+  tracemalloc does not see torch's allocations;
 * a floor for the recurrence: its GEMMs (T sequential forward steps, T sequential backward
   steps, one weight-gradient GEMM over all steps) timed alone at the model's shapes; and a
   GEMM floor for the whole step, adding the input-projection and readout GEMMs' FLOPs at the
   measured bulk GEMM rate (an estimate: it assumes a readout on the full real state);
 * with several ``--seq-len`` or ``--batch`` values, the slope of time against T (or B) and
   whether it is linear (least squares, R^2).
+
+``--harness`` (:func:`bench.speed_harness.harness_table`) instead times ``bench run``'s own training loop against
+the bare step, per model, at the run's own sizes: what Lightning, the wrapper optimizer, the
+callbacks and logging add to a training step.
 """
 from __future__ import annotations
 
-import inspect
-import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import time
 
 import torch
-import torch.nn.functional as F
 
-from bench.errors import BenchError, ConfigError
+from bench.speed_memory import memory_probe
+from bench.speed_models import build, infer_step, model_specs, train_step
 
 REFERENCE = "lstm"
-# Shapes of tasks that may be missing from the registry (no data files are needed here).
-FALLBACK_DIMS = {"timit": (129, 129)}
 DEFAULT_SHAPE = {"timit": (200, 32)}      # (T, B) when --seq-len/--batch are not given
-
-
-# -- model specs ------------------------------------------------------------------------------
-def task_dims(task: str) -> tuple[int, int]:
-    """(d_input, d_output) of a task, without reading data."""
-    from bench.tasks import TASKS
-
-    if task not in TASKS:
-        if task in FALLBACK_DIMS:
-            return FALLBACK_DIMS[task]
-        raise ConfigError(f"unknown task {task!r}; known tasks: {', '.join(sorted({*TASKS, *FALLBACK_DIMS}))}")
-    cls = TASKS[task]
-    try:
-        obj = cls()
-    except BenchError:
-        obj = cls
-    return obj.d_input, obj.d_output
-
-
-def model_specs(names: list[str], task: str, budget: int | None, hidden: int | None, plain: bool) -> list[dict]:
-    """One dict per timed model: label, name, n, params, options, optimizer specs."""
-    from bench.models import get_model_class
-    from bench.paper import anchor_budget, paper_setting
-
-    m, p = task_dims(task)
-    if budget is None and hidden is None:
-        matched = anchor_budget(task, None, m, p)
-        if matched is None:
-            raise ConfigError(f"the paper gives no scuRNN size for task {task!r}; pass --params or --hidden")
-        budget = matched[0]
-    specs = []
-    for name in names:
-        cls = get_model_class(name)
-        row = paper_setting(name, task)
-        opts = dict(row.options) if row else {}
-        n = hidden if hidden is not None else cls.hidden_for_budget(budget, m, p, **opts)
-        cls.check_hidden(n, **opts)
-        spec = {"label": name, "name": name, "n": n, "params": cls.param_count(n, m, p, **opts), "options": opts,
-                "optim": dict(row.opts) if row and row.opts else dict(cls.default_opts), "d_input": m, "d_output": p}
-        specs.append(spec)
-        if plain and "fast" in inspect.signature(cls.__init__).parameters:
-            specs.append({**spec, "label": f"{name}-plain", "options": {**opts, "fast": False}})
-    return specs
-
-
-def build(spec: dict, device: torch.device, seed: int = 0):
-    from bench.models import build_model
-    from bench.optim import GroupOptimizer, resolve_name
-
-    torch.manual_seed(seed)
-    model = build_model(spec["name"], spec["d_input"], spec["d_output"], spec["n"], **spec["options"]).to(device)
-    groups = model.param_groups()
-    # generic names mean the model's reference rules, as in `bench run`
-    opt = GroupOptimizer({g: (groups.get(g, []), resolve_name(o, model.semantics_for(g)), lr)
-                          for g, (o, lr) in spec["optim"].items()})
-    return model, opt
-
-
-def train_step(model, opt, x, y) -> None:
-    opt.zero_grad(set_to_none=True)
-    F.mse_loss(model(x), y).backward()
-    opt.step()
-    model.post_step()
-
-
-def infer_step(model, x) -> None:
-    with torch.no_grad():
-        model(x)
 
 
 # -- timing -----------------------------------------------------------------------------------
@@ -183,72 +116,6 @@ def gemm_floor(B: int, T: int, d_in: int, d_out: int, device: torch.device, repe
 
 
 # -- memory (fresh subprocess per model) ------------------------------------------------------
-def memory_probe(spec: dict, T: int, B: int, device: str, threads: int) -> dict:
-    """Peak memory of one training step of ``spec`` in a fresh process (see the module doc)."""
-    code = "import json, sys; from bench.speed import _probe_main; _probe_main(json.loads(sys.argv[1]))"
-    arg = json.dumps({"spec": spec, "T": T, "B": B, "device": device, "threads": threads})
-    proc = subprocess.run([sys.executable, "-c", code, arg], capture_output=True, text=True)
-    if proc.returncode != 0:
-        return {"error": (proc.stderr.strip().splitlines() or ["probe failed"])[-1]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def _rss_mb(field: str) -> float | None:
-    """VmRSS / VmHWM of this process from /proc (Linux), in MiB; None elsewhere."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    """Linux >= 4.0: set the peak RSS (VmHWM) to the current RSS, so that importing torch (whose
-    transient peak is larger than a small model's step) does not hide the step's peak."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _maxrss_mb() -> float:
-    import resource
-
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024      # bytes on macOS, KiB on Linux
-
-
-def _probe_main(args: dict) -> None:
-    torch.set_num_threads(args["threads"])
-    device = torch.device(args["device"])
-    spec, T, B = args["spec"], args["T"], args["B"]
-    model, opt = build(spec, device)
-    x = torch.randn(B, T, spec["d_input"], device=device)
-    y = torch.randn(B, T, spec["d_output"], device=device)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        base = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        train_step(model, opt, x, y)
-        torch.cuda.synchronize(device)
-        out = {"train_mb": (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20, "measure": "cuda_max_allocated"}
-    elif _reset_peak_rss() and _rss_mb("VmHWM") is not None:
-        base = _rss_mb("VmRSS")
-        train_step(model, opt, x, y)
-        out = {"train_mb": _rss_mb("VmHWM") - base, "measure": "peak_rss_growth"}
-    else:                                                   # no /proc: the peak since start (may hide small steps)
-        base = _maxrss_mb()
-        train_step(model, opt, x, y)
-        out = {"train_mb": _maxrss_mb() - base, "measure": "ru_maxrss_growth"}
-    print(json.dumps(out))
-
-
-# -- the table --------------------------------------------------------------------------------
 def speed_table(names: list[str], task: str, *, budget: int | None = None, hidden: int | None = None,
                 seq_lens: list[int], batches: list[int], threads: int, repeats: int = 7, warmup: int = 2,
                 device: str = "cpu", plain: bool = False, memory: bool = True, floor: bool = True,
@@ -262,7 +129,7 @@ def speed_table(names: list[str], task: str, *, budget: int | None = None, hidde
     report = {"task": task, "d_input": specs[0]["d_input"], "d_output": specs[0]["d_output"], "device": str(dev),
               "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
               "cpu": platform.processor() or platform.machine(), "repeats": repeats, "warmup": warmup,
-              "loadavg_start": _loadavg(), "memory_measure": None, "rows": []}
+              "loadavg_start": loadavg(), "memory_measure": None, "rows": []}
     for T in seq_lens:
         for B in batches:
             g = torch.Generator().manual_seed(0)
@@ -300,17 +167,18 @@ def speed_table(names: list[str], task: str, *, budget: int | None = None, hidde
                 if memory:
                     mem = memory_probe(s, T, B, device, threads)
                     row["train_peak_mb"] = mem.get("train_mb")
+                    row["fwd_bwd_peak_mb"] = mem.get("fwd_bwd_mb")
                     report["memory_measure"] = mem.get("measure", report["memory_measure"])
                     if "error" in mem:
                         row["memory_error"] = mem["error"]
                 report["rows"].append(row)
             del built, fns
-    report["loadavg_end"] = _loadavg()
+    report["loadavg_end"] = loadavg()
     report["scaling"] = scaling(report["rows"])
     return report
 
 
-def _loadavg():
+def loadavg():
     try:
         return [round(v, 2) for v in os.getloadavg()]
     except OSError:
@@ -352,21 +220,26 @@ def print_report(report: dict, out=print) -> None:
         f"interleaved rounds after {report['warmup']} warm-up; load average {report['loadavg_start']} -> "
         f"{report['loadavg_end']}")
     out(f"{'model':<14} {'n':>5} {'params':>8} {'T':>5} {'B':>4} {'train seq/s':>11} {'xLSTM':>6} "
-        f"{'infer seq/s':>11} {'xLSTM':>6} {'train ms':>9} {'rec floor':>9} {'GEMM floor':>10} {'peak MB':>8}")
+        f"{'infer seq/s':>11} {'xLSTM':>6} {'train ms':>9} {'rec floor':>9} {'GEMM floor':>10} {'peak MB':>8} "
+        f"{'fwd+bwd MB':>10}")
     for r in report["rows"]:
         floor = (f"{r['floor_train_ms']:9.1f} {r['floor_gemm_ms']:10.1f}" if "floor_train_ms" in r
                  else f"{'-':>9} {'-':>10}")
         mem = f"{r['train_peak_mb']:8.1f}" if r.get("train_peak_mb") is not None else f"{'-':>8}"
+        mem += f" {r['fwd_bwd_peak_mb']:10.1f}" if r.get("fwd_bwd_peak_mb") is not None else f" {'-':>10}"
         out(f"{r['model']:<14} {r['n']:>5} {r['params']:>8,} {r['T']:>5} {r['B']:>4} {r['train_seq_s']:11.1f} "
             f"{r['train_vs_lstm']:6.2f} {r['infer_seq_s']:11.1f} {r['infer_vs_lstm']:6.2f} {r['train_ms']:9.1f} "
             f"{floor} {mem}")
     if report["memory_measure"] == "peak_rss_growth":
         out("peak MB: peak RSS during the first training step of a fresh process, minus its RSS before it "
-            "(model and data already resident)")
+            "(model and data already resident); fwd+bwd MB: the same peak up to the end of the backward pass "
+            "(activations, autograd buffers, gradients; before the optimizer allocates its state)")
     elif report["memory_measure"] == "ru_maxrss_growth":
-        out("peak MB: growth of ru_maxrss during the first training step of a fresh process (a lower bound)")
+        out("peak MB: growth of ru_maxrss during the first training step of a fresh process (a lower bound); "
+            "fwd+bwd MB: the same up to the end of the backward pass")
     elif report["memory_measure"]:
-        out("peak MB: torch.cuda.max_memory_allocated during one training step, above the resident model and data")
+        out("peak MB: torch.cuda.max_memory_allocated during one training step, above the resident model and data; "
+            "fwd+bwd MB: the same up to the end of the backward pass")
     out("rec floor: the recurrence's GEMMs alone, timed at the model's shapes (T forward steps + T backward steps "
         "+ one weight-gradient GEMM); GEMM floor: plus the input projection and readout GEMMs at the measured "
         "bulk GEMM rate (ms per training step)")
@@ -376,6 +249,9 @@ def print_report(report: dict, out=print) -> None:
         if q is not None:
             out(f"{q['model']}: fast path {r['train_ms'] / q['train_ms']:.2f}x the training throughput of its plain "
                 f"autograd version, {r['infer_ms'] / q['infer_ms']:.2f}x for inference (T={q['T']}, B={q['B']})")
+            if q.get("fwd_bwd_peak_mb") is not None and r.get("fwd_bwd_peak_mb") is not None:
+                out(f"{q['model']}: forward+backward peak {q['fwd_bwd_peak_mb']:.1f} MB fused, "
+                    f"{r['fwd_bwd_peak_mb']:.1f} MB plain (T={q['T']}, B={q['B']})")
     if report["scaling"]:
         out("scaling of the training time (least squares):")
         for s in report["scaling"]:
