@@ -192,11 +192,9 @@ def _run(cfg: RunConfig, *, callbacks: list | None, resume_dir: str | Path | Non
     if not cfg.resolved:
         cfg = resolve(cfg)
     from lightning.pytorch.loggers import CSVLogger
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from bench.module import DivergedError
     from bench.tasks import build_task
-    from bench.tracking import finish_wandb, make_loggers, result_summary, wandb_mode
+    from bench.tracking import finish_wandb, make_loggers, result_summary
 
     check_device(cfg.device)
     if cfg.quiet:
@@ -206,71 +204,107 @@ def _run(cfg: RunConfig, *, callbacks: list | None, resume_dir: str | Path | Non
     task = build_task(cfg.task, seq_len=cfg.seq_len, data_dir=cfg.data_dir, data_seed=cfg.data_seed)
     datamodule = task.datamodule(cfg.batch_size)  # data errors surface before the run dir exists
     datamodule.track_test = bool(cfg.track_test)
-    ckpt_path, earlier = None, []
-    if resume_dir is not None:
-        run_dir = Path(resume_dir)
-        ckpt_path = resume_checkpoint(run_dir)
-        earlier = _earlier_parts(run_dir)
-    else:
-        run_dir = make_run_dir(cfg)
-        atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2, default=str) + "\n")
+    run_dir, ckpt_path, earlier = _open_run_dir(cfg, resume_dir)
 
     threads = set_threads(cfg)
     module = build_module(cfg, task)
-    model = module.model
     loggers, mode, wandb_id = make_loggers(cfg, run_dir, metric=task.metric, metric_mode=task.metric_mode)
     if ckpt_path is not None:   # a resumed part logs beside the earlier ones; read_curves joins them
         part = 1 + len(list(run_dir.glob("csv/part*/metrics.csv")))
         loggers[0] = CSVLogger(save_dir=str(run_dir), name="csv", version=f"part{part}")
     trainer, checkpoint, preemption = build_trainer(cfg, task, run_dir, loggers, callbacks)
-    status, error, test_final, test_best = "completed", None, {}, {}
-    pruned = None
     started = time.time()
+    status, error, tests, pruned = _train_and_test(cfg, trainer, module, datamodule, checkpoint, preemption, ckpt_path)
+    part_wall = time.time() - started
+    step = preemption.saved_step or int(trainer.global_step)
+    parts = earlier + [{"ended": status, "step": step, "wall_time_s": round(part_wall, 3)}]
+    wall = sum(p["wall_time_s"] for p in parts)           # every part that stopped cleanly
+    if status in ("preempted", "interrupted"):
+        state = _stopped_part(run_dir, status, step, wall, parts)
+        if preemption.submitit_handler is not None:
+            preemption.submitit_handler()       # requeues the job and raises SystemExit
+        return {**state, "run_dir": str(run_dir), "config": cfg.to_dict()}
+
+    result = _result_record(cfg, task, module.model, run_dir, status=status, error=error, tests=tests,
+                            global_step=int(trainer.global_step), wall=wall, parts=parts, checkpoint=checkpoint,
+                            wandb={"mode": mode, "id": wandb_id}, threads=threads)
+    write_result(run_dir, result)
+    finish_wandb(EXIT_CODES[status], summary=result_summary(result), status=status)   # W&B: a view of the file
+    for leftover in (run_dir / "preempted.json", run_dir / "checkpoints" / PREEMPT_CKPT):
+        leftover.unlink(missing_ok=True)    # superseded by result.json and last.ckpt
+    if pruned is not None:
+        raise pruned                        # the sweep marks the trial PRUNED; the record stays
+    return result
+
+
+def _open_run_dir(cfg: RunConfig, resume_dir: str | Path | None) -> tuple[Path, Path | None, list[dict]]:
+    """(run folder, checkpoint to resume from, earlier parts): a new folder with config.json, or
+    the folder of a run being resumed."""
+    if resume_dir is None:
+        run_dir = make_run_dir(cfg)
+        atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2, default=str) + "\n")
+        return run_dir, None, []
+    run_dir = Path(resume_dir)
+    return run_dir, resume_checkpoint(run_dir), _earlier_parts(run_dir)
+
+
+def _train_and_test(cfg, trainer, module, datamodule, checkpoint, preemption, ckpt_path):
+    """Fit, then test the final and the best weights unless the part stopped early. Returns
+    (status, error, test metrics, the TrialPruned exception to re-raise or None)."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from bench.module import DivergedError
+
+    tests: dict = {}
     try:
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
         except SIGTERMException:
             pass
         if preemption.saved_step is not None:
-            status = "preempted"
-        elif trainer.interrupted:
-            status = "interrupted"
-        else:
-            # logged as test/* (final weights) and best_ckpt_test/* (best checkpoint): result.json's
-            # test_* and best_ckpt_test_*, the same names in the CSV, W&B and result.json
-            module.test_split = "test"
-            test_final = trainer.test(module, datamodule=datamodule, verbose=not cfg.quiet)[0]
-            if checkpoint.best_model_path:
-                module.test_split = "best_ckpt_test"
-                test_best = trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint.best_model_path,
-                                         verbose=False)[0]
+            return "preempted", None, tests, None
+        if trainer.interrupted:
+            return "interrupted", None, tests, None
+        # logged as test/* (final weights) and best_ckpt_test/* (best checkpoint): result.json's
+        # test_* and best_ckpt_test_*, the same names in the CSV, W&B and result.json
+        module.test_split = "test"
+        tests.update(trainer.test(module, datamodule=datamodule, verbose=not cfg.quiet)[0])
+        if checkpoint.best_model_path:
+            module.test_split = "best_ckpt_test"
+            tests.update(trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint.best_model_path,
+                                      verbose=False)[0])
     except DivergedError as exc:
-        status, error = "diverged", str(exc)
+        return "diverged", str(exc), tests, None
     except Exception as exc:
         if type(exc).__name__ != "TrialPruned":     # optuna's, raised by a sweep's pruning callback
             raise
-        status, error, pruned = "pruned", str(exc) or "pruned by the sweep's pruner", exc
-    part_wall = time.time() - started
-    wall = sum(p["wall_time_s"] for p in earlier) + part_wall     # every part that stopped cleanly
-    step = preemption.saved_step or int(trainer.global_step)
-    parts = earlier + [{"ended": status, "step": step, "wall_time_s": round(part_wall, 3)}]
-    if status in ("preempted", "interrupted"):
-        state = {"status": status, "step": step,
-                 "checkpoint": _rel(str(resume_checkpoint(run_dir) or ""), run_dir),
-                 "wall_time_s": round(wall, 3), "resume": f"bench run --resume {run_dir}",
-                 "parts": parts}
-        atomic_write_text(run_dir / "preempted.json", json.dumps(state, indent=2) + "\n")
-        # the fields a finished part overwrites (a resumed W&B run keeps its summary)
-        finish_wandb(EXIT_CODES[status], status=status, summary={
-            "status": status, "global_step": step, "wall_time_s": state["wall_time_s"], "parts": parts})
-        if preemption.submitit_handler is not None:
-            preemption.submitit_handler()       # requeues the job and raises SystemExit
-        return {**state, "run_dir": str(run_dir), "config": cfg.to_dict()}
+        return "pruned", str(exc) or "pruned by the sweep's pruner", tests, exc
+    return "completed", None, tests, None
+
+
+def _stopped_part(run_dir: Path, status: str, step: int, wall: float, parts: list[dict]) -> dict:
+    """A part stopped by a signal: preempted.json says how to go on; W&B gets what it overwrites."""
+    from bench.tracking import finish_wandb
+
+    state = {"status": status, "step": step, "checkpoint": _rel(str(resume_checkpoint(run_dir) or ""), run_dir),
+             "wall_time_s": round(wall, 3), "resume": f"bench run --resume {run_dir}", "parts": parts}
+    atomic_write_text(run_dir / "preempted.json", json.dumps(state, indent=2) + "\n")
+    # the fields a finished part overwrites (a resumed W&B run keeps its summary)
+    finish_wandb(EXIT_CODES[status], status=status, summary={
+        "status": status, "global_step": step, "wall_time_s": state["wall_time_s"], "parts": parts})
+    return state
+
+
+def _result_record(cfg: RunConfig, task, model, run_dir: Path, *, status, error, tests, global_step, wall, parts,
+                   checkpoint, wandb, threads) -> dict:
+    """result.json's content: the resolved config, the metrics from the curves and the tests, and
+    where everything is."""
+    from bench.tracking import wandb_mode
 
     curves, curves_path = read_curves(run_dir)
-    summary = summarise(curves, task, task.metric_mode)
-    metrics = {**summary, **{k.replace("/", "_"): float(v) for k, v in {**test_final, **test_best}.items()}}
-    result = {
+    metrics = {**summarise(curves, task, task.metric_mode),
+               **{k.replace("/", "_"): float(v) for k, v in tests.items()}}
+    return {
         "result_version": 1,
         "status": status,
         "error": error,
@@ -286,15 +320,15 @@ def _run(cfg: RunConfig, *, callbacks: list | None, resume_dir: str | Path | Non
         "fallback": cfg.fallback,
         "metric": {"name": task.metric, "mode": task.metric_mode},
         "metrics": {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()},
-        "global_step": int(trainer.global_step),
+        "global_step": global_step,
         "wall_time_s": round(wall, 3),
-        "seconds_per_step": round(wall / max(1, trainer.global_step), 5),
+        "seconds_per_step": round(wall / max(1, global_step), 5),
         "parts": parts,
         "curves": str(curves_path.relative_to(run_dir)) if curves_path else None,
         "checkpoints": {"best": _rel(checkpoint.best_model_path, run_dir),
                         "last": _rel(str(run_dir / "checkpoints" / "last.ckpt"), run_dir)},
-        "wandb": {"mode": mode, "requested": wandb_mode(cfg.wandb), "id": wandb_id,
-                  "dir": str(run_dir / "wandb") if mode != "disabled" else None},
+        "wandb": {"mode": wandb["mode"], "requested": wandb_mode(cfg.wandb), "id": wandb["id"],
+                  "dir": str(run_dir / "wandb") if wandb["mode"] != "disabled" else None},
         "code_version": code_version(),
         "library_versions": library_versions(),
         "hardware": hardware(),
@@ -303,13 +337,6 @@ def _run(cfg: RunConfig, *, callbacks: list | None, resume_dir: str | Path | Non
         "run_dir": str(run_dir),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    write_result(run_dir, result)
-    finish_wandb(EXIT_CODES[status], summary=result_summary(result), status=status)   # W&B: a view of the file
-    for leftover in (run_dir / "preempted.json", run_dir / "checkpoints" / PREEMPT_CKPT):
-        leftover.unlink(missing_ok=True)    # superseded by result.json and last.ckpt
-    if pruned is not None:
-        raise pruned                        # the sweep marks the trial PRUNED; the record stays
-    return result
 
 
 def _rel(path: str | None, run_dir: Path) -> str | None:
