@@ -267,12 +267,15 @@ def _train_and_test(cfg, trainer, module, datamodule, checkpoint, preemption, ck
             return "interrupted", None, tests, None
         # logged as test/* (final weights) and best_ckpt_test/* (best checkpoint): result.json's
         # test_* and best_ckpt_test_*, the same names in the CSV, W&B and result.json
-        module.test_split = "test"
-        tests.update(trainer.test(module, datamodule=datamodule, verbose=not cfg.quiet)[0])
-        if checkpoint.best_model_path:
-            module.test_split = "best_ckpt_test"
-            tests.update(trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint.best_model_path,
-                                      verbose=False)[0])
+        try:
+            module.test_split = "test"
+            tests.update(trainer.test(module, datamodule=datamodule, verbose=not cfg.quiet)[0])
+            if checkpoint.best_model_path:
+                module.test_split = "best_ckpt_test"
+                tests.update(trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint.best_model_path,
+                                          verbose=False)[0])
+        except SIGTERMException:   # after training: last.ckpt holds the final weights; a resume only tests
+            return "interrupted", None, {}, None
     except DivergedError as exc:
         return "diverged", str(exc), tests, None
     except Exception as exc:

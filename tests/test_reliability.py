@@ -360,3 +360,28 @@ def test_runs_dir_that_cannot_be_created_is_a_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert f"cannot create runs directory {blocker}/copying/scurnn" in err and "choose another with --runs-dir" in err
+
+
+def test_sigterm_during_the_test_phase_stops_cleanly_and_resumes_to_the_same_result(tmp_path):
+    """Training has finished and the test split is being evaluated when SIGTERM lands: the part
+    ends as interrupted with preempted.json (no traceback; `bench run` exits 75 for it), and
+    the resume only evaluates, giving the result of a run that was never stopped."""
+
+    class SignalAtTest(pl.Callback):
+        def on_test_batch_end(self, trainer, *args):
+            if not getattr(self, "sent", False):
+                self.sent = True
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    reference = run(tiny(tmp_path / "ref"))
+    first = run(tiny(tmp_path / "cut"), callbacks=[SignalAtTest()])
+    assert first["status"] == "interrupted" and first["step"] == 60, first
+    run_dir = Path(first["run_dir"])
+    assert not (run_dir / "result.json").exists()
+    assert json.loads((run_dir / "preempted.json").read_text())["resume"] == f"bench run --resume {run_dir}"
+    resumed = run(load_resume_config(run_dir), resume_dir=run_dir)
+    assert resumed["status"] == "completed" and resumed["global_step"] == 60
+    assert [p["ended"] for p in resumed["parts"]] == ["interrupted", "completed"]
+    assert losses(resumed) == losses(reference)
+    for key in ("test_loss", "best_ckpt_test_loss"):
+        assert resumed["metrics"][key] == reference["metrics"][key], key
