@@ -196,7 +196,7 @@ def _steps(N: int, B: int) -> int:
 
 def modrelu_jacobian(Z, mag, S, b, eps, e_sqrt):
     """The complex modReLU's backward ``g_z = alpha g + beta conj(g)`` for pre-activations Z from
-    the forward's m and s (``modrelu_scale``; b the bias broadcast to them): returns (alpha
+    the forward's m and s (``modrelu_scale_into``; b the bias broadcast to them): returns (alpha
     (complex), beta, r = ds/db = 1 / (m + eps) where s > 0, else 0)."""
     den = mag + eps
     r = torch.sign(S).div_(den)
@@ -206,9 +206,10 @@ def modrelu_jacobian(Z, mag, S, b, eps, e_sqrt):
     return alpha, torch.mul(Z, Z).mul_(cc), r
 
 
-def modrelu_scale(re, im, bme, e_sqrt, e, one, mag, s, den) -> None:
-    """The complex modReLU's factor into ``s``: ``m = sqrt(|z|^2 + eps_sqrt)`` into ``mag``, and
-    ``ReLU(m + b) / (m + eps) = ReLU(1 + (b - eps) / (m + eps))`` with ``bme = b - eps``."""
+def modrelu_scale_into(re, im, bme, e_sqrt, e, one, mag, s, den) -> None:
+    """``unitary.modrelu_scale`` ("inside" form) written into ``s`` in two fused ops: ``m = sqrt(|z|^2 +
+    eps_sqrt)`` into ``mag``, and ``ReLU(m + b) / (m + eps) = ReLU(1 + (b - eps) / (m + eps))`` with
+    ``bme = b - eps`` (the same value up to rounding; the tests compare with the plain loop to 1e-10)."""
     torch.addcmul(e_sqrt, re, re, out=mag).addcmul_(im, im).sqrt_()
     torch.addcdiv(one, bme, torch.add(mag, e, out=den), out=s).relu_()
 
@@ -259,7 +260,7 @@ def _forward(x, U, h0, M0, M1, bias, W, c, layout: PairLayout, cfg, keep: bool =
             else:
                 torch.mul(x0, m0[l], out=mid_out[l]).addcmul_(x1, m1[l])
         if cplx:
-            modrelu_scale(Re[t], Im[t], bme, e_sqrt, e, one, mags[t], ss[t], den)
+            modrelu_scale_into(Re[t], Im[t], bme, e_sqrt, e, one, mags[t], ss[t], den)
             torch.mul(Zs[t], ss[t], out=H[t])
         else:
             modrelu_real_(Zs[t], b, a, H[t])

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from bench.errors import ConfigError
-from .fastpath_factored import CHUNK, modrelu_jacobian, modrelu_scale
+from .fastpath_factored import CHUNK, modrelu_jacobian, modrelu_scale_into
 
 
 def urnn_rnn(x: torch.Tensor, U: torch.Tensor, h0: torch.Tensor, d: torch.Tensor, v: torch.Tensor,
@@ -92,7 +92,7 @@ def _forward(x, U, h0, d, v, w, bias, W, c, perm, eps, keep: bool = False):
         torch.fft.ifft(g, norm="ortho", out=Ps[t])                                    # F^-1
         torch.addmm(Ps[t], torch.mm(Ps[t], w2, out=coef), v2, alpha=-1, out=q)      # R2
         Zs[t].addcmul_(q, d3)                                                         # xu + D3 (...)
-        modrelu_scale(Zs[t].real, Zs[t].imag, bme, e_sqrt, e, one, mags[t], ss[t], den)
+        modrelu_scale_into(Zs[t].real, Zs[t].imag, bme, e_sqrt, e, one, mags[t], ss[t], den)
         torch.mul(Zs[t], ss[t], out=H[t])
         if t % k == k - 1 or t == T - 1:                          # the readout of a block of steps
             t0 = t - t % k
