@@ -52,11 +52,7 @@ def cmd_speed(args) -> int:
                          threads=threads, repeats=args.repeats, warmup=args.warmup, device=args.device,
                          plain=args.plain, memory=not args.no_memory, floor=not args.no_floor,
                          log=(lambda *a: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr)))
-    print_report(report)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=1)
-    return 0
+    return _report(report, print_report, args.json)
 
 
 def _cmd_harness(args, names: list[str]) -> int:
@@ -73,12 +69,16 @@ def _cmd_harness(args, names: list[str]) -> int:
         raise ConfigError("--harness takes one --seq-len (the task's T), one --batch and at most --hidden, as "
                           "bench run does (no --params or --plain)")
     report = harness_table(names, args.task, seq_len=seq_len[0], batch=batch[0], hidden=args.hidden,
-                           threads=args.threads,
-                           steps=args.harness_steps, warmup=args.warmup,
+                           threads=args.threads, steps=args.harness_steps, warmup=args.warmup,
                            log=(lambda *a: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr)))
-    print_harness_report(report)
-    if args.json:
-        with open(args.json, "w") as f:
+    return _report(report, print_harness_report, args.json)
+
+
+def _report(report: dict, printer, json_path: str | None) -> int:
+    """Print ``report`` and, with --json, write it."""
+    printer(report)
+    if json_path:
+        with open(json_path, "w") as f:
             json.dump(report, f, indent=1)
     return 0
 
