@@ -66,6 +66,8 @@ def _quiet_lightning():
 # second run in the same process does not mistake bench's own choice for a caller's.
 _CHOSEN_THREADS: list = [None]
 DEFAULT_CPU_THREADS = 1
+DEFAULT_THREADS_REASON = ("bench's default for CPU training (--threads N to change): on 2 cores, 2 threads were up "
+                          "to 1.6x faster only while no other process ran, and 1.3-7x slower when one did")
 
 
 def choose_threads(requested: int | None, *, on_cpu: bool, omp_env: str | None, current: int, usable: int,
@@ -90,9 +92,7 @@ def choose_threads(requested: int | None, *, on_cpu: bool, omp_env: str | None, 
                          f"(set in this process, e.g. a sweep worker's share of the cores)")
     if not on_cpu:
         return current, "torch's default (the run trains on a GPU)"
-    return min(DEFAULT_CPU_THREADS, usable), (
-        "bench's default for CPU training (--threads N to change): on 2 cores, 2 threads were up to 1.6x "
-        "faster only while no other process ran, and 1.3-7x slower when one did")
+    return min(DEFAULT_CPU_THREADS, usable), DEFAULT_THREADS_REASON
 
 
 def set_threads(cfg: RunConfig) -> dict:
@@ -114,7 +114,7 @@ def set_threads(cfg: RunConfig) -> dict:
     if count != torch.get_num_threads():
         torch.set_num_threads(count)
     # a count bench set (--threads or its default) is no caller's choice for the next run here
-    _CHOSEN_THREADS[0] = count if reason == "--threads" or reason.startswith("bench's default") else None
+    _CHOSEN_THREADS[0] = count if reason in ("--threads", DEFAULT_THREADS_REASON) else None
     return {"count": torch.get_num_threads(), "reason": reason}
 
 

@@ -101,18 +101,24 @@ def check_online() -> str | None:
 
     # wandb's own timeout covers one request; its retries can take longer (11 s seen for 3 s):
     # a daemon thread with a hard deadline bounds the whole check.
+    deadline = 2 * _timeout() + 5
     thread = threading.Thread(target=login, name="bench-wandb-login", daemon=True)
     thread.start()
-    thread.join(2 * _timeout() + 5)
+    thread.join(deadline)
     if not answer:
-        _offline_reason = f"no answer from the W&B server within {2 * _timeout() + 5:.0f} s"
+        _offline_reason = f"no answer from the W&B server within {deadline:.0f} s"
     elif isinstance(answer[0], Exception):
-        _offline_reason = (str(answer[0]).strip().splitlines() or [type(answer[0]).__name__])[0][:200]
+        _offline_reason = _first_line(answer[0])
     else:
         _offline_reason = None if answer[0] else "wandb found no API key"
     if _offline_reason and answer:     # (a login still waiting is left alone, not torn down under it)
         wandb.teardown()
     return _offline_reason
+
+
+def _first_line(exc: Exception) -> str:
+    """A W&B error in one line (its first, at most 200 characters; the type if it says nothing)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def start_wandb(mode: str, **init_kwargs):
@@ -128,7 +134,7 @@ def start_wandb(mode: str, **init_kwargs):
     except Exception as exc:        # wandb raises CommError, UsageError, AuthenticationError, ...
         if mode != "online":
             raise
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        first = _first_line(exc)
         print(f"bench: warning: W&B could not start online ({first}); logging offline instead, "
               f"sync later with `wandb sync`", file=sys.stderr)
         wandb.teardown()            # a fresh wandb service and settings for the offline run

@@ -32,7 +32,7 @@ the model's plain per-step loop and reports every step to ``recorder.step(z, h, 
 complex_=.., eps=..)``: the pre-activation z_t, the state h_t the next step reads (so dL/dh_t is
 the total derivative), and the modReLU bias and ε when the activation is a modReLU. A model
 passes ``self.step_record(...)`` as ``unitary.unroll``'s (or ``scan.sequential_scan``'s)
-``record`` and takes its plain path while ``self.recording_now``.
+``record`` and takes its fused path only while ``self.fast_now``.
 """
 from __future__ import annotations
 
@@ -162,6 +162,12 @@ class RecurrentModel(nn.Module):
     @property
     def recording_now(self) -> bool:
         return self.recorder is not None
+
+    @property
+    def fast_now(self) -> bool:
+        """Take the fused path: the model's ``fast`` option, unless a recorder is attached (the
+        fused paths keep no per-step states)."""
+        return bool(getattr(self, "fast", False)) and self.recorder is None
 
     def step_record(self, bias: torch.Tensor | None = None, *, complex_: bool = False, eps: float = 0.0):
         """``unitary.unroll``'s ``record`` argument: None unless recording. ``bias``: the modReLU

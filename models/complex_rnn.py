@@ -56,7 +56,7 @@ class ComplexModReLURNN(RecurrentModel):
         if not self.use_dense(xu.device):
             return self.factored_states(xu)
         W = complex_to_real_block(self.recurrent_matrix())          # built once per forward
-        if self.fast and not self.recording_now:
+        if self.fast_now:
             return recurrence(xu, self.h0, W, self.bias, "modrelu_complex")
         return unroll(xu, self.h0, W, lambda z: modrelu_complex(z, self.bias), self.modrelu_record())
 

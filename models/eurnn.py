@@ -226,7 +226,7 @@ class EURNN(RecurrentModel):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # (B, L, m) -> (B, L, p)
         dense = self.use_dense(x.device)
-        if not dense and self.fast and not self.recording_now:
+        if not dense and self.fast_now:
             return self.fused_factored(x)
         xu, n = x @ self.U, self.n_hidden
         # the recorder's |z| is the root's, sqrt(|z|^2 + 1e-12) (its ε sits outside, in the bias)
@@ -235,7 +235,7 @@ class EURNN(RecurrentModel):
             W = self.recurrent_matrix()                                 # built once per forward
             if self.is_complex:
                 W = complex_to_real_block(W)
-            if self.fast and not self.recording_now:
+            if self.fast_now:
                 # the "outside" modReLU is the fast path's with 1e-12 in the root, ε in the
                 # denominator and b + ε as its bias: ReLU(|z|_e + b) / |z|_e, |z|_e = sqrt(.) + ε
                 kind = "modrelu_complex" if self.is_complex else "modrelu_real"

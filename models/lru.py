@@ -169,7 +169,7 @@ class LRU(RecurrentModel):
         gamma = torch.exp(self.gamma_log).unsqueeze(-1)
         # γ ⊙ (B u): u is real, so two real products instead of one complex one
         bu = torch.complex(u @ (gamma * self.B_re).T, u @ (gamma * self.B_im).T)   # (B, L, N)
-        if self.fast and not self.recording_now:
+        if self.fast_now:
             h = linear_scan(self.eigenvalues(), bu)
         else:
             h = sequential_scan(self.eigenvalues(), bu, record=self.step_record())

@@ -99,7 +99,7 @@ class MinimalRNN(RecurrentModel):
         # (B, L, m) -> (B, L, n)
         a, b = self.coefficients(x)
         h0 = None if self.h0 is None else g(self.h0).unsqueeze(0)
-        if self.fast and not self.recording_now:
+        if self.fast_now:
             return linear_scan(a, b, h0)
         return sequential_scan(a, b, h0, self.step_record())
 

@@ -205,7 +205,7 @@ class NNRNN(RecurrentModel):
         W = self.recurrent_matrix()                                       # built once per forward
         xu = x @ self.U
         modrelu = self.nonlin == "modrelu"
-        if self.fast and not self.recording_now:
+        if self.fast_now:
             hs = recurrence(xu, self.h0, W, self.bias if modrelu else None, "modrelu_real" if modrelu else "tanh")
         elif modrelu:
             hs = unroll(xu, self.h0, W, lambda z: modrelu_real(z, self.bias), self.step_record(self.bias))

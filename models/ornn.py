@@ -123,7 +123,7 @@ class ORNN(RecurrentModel):
         # (B, L, m) -> (B, L, p)
         W = self.recurrent_matrix()                                     # built once per forward
         xu = x @ self.V + self.bias
-        if self.fast and not self.recording_now:
+        if self.fast_now:
             hs = recurrence(xu, self.h0, W, None, "leaky_relu", slope=SLOPE)
         else:
             hs = unroll(xu, self.h0, W, lambda z: F.leaky_relu(z, SLOPE), self.step_record())

@@ -24,7 +24,7 @@ class RealModReLURNN(RecurrentModel):
         # (B, L, m) -> (B, L, p)
         W = self.recurrent_matrix()                                       # built once per forward
         xu = x @ self.U
-        if self.fast and not self.recording_now:
+        if self.fast_now:
             hs = recurrence(xu, self.h0, W, self.bias, "modrelu_real")
         else:
             hs = unroll(xu, self.h0, W, lambda z: modrelu_real(z, self.bias), self.step_record(self.bias))

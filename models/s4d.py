@@ -157,7 +157,7 @@ class S4D(RecurrentModel):
         # (B, L, m) -> (B, L, p)
         u = self.encoder(x)                                               # (B, L, H)
         length = u.shape[1]
-        if self.fast and not self.recording_now:
+        if self.fast_now:
             # causal convolution y_t = Σ_{l<=t} K_l u_{t-l}: zero-padded to 2L, no wrap-around
             k_f = torch.fft.rfft(self.kernel(length), n=2 * length, dim=-1).transpose(0, 1)   # (L+1, H)
             u_f = torch.fft.rfft(u, n=2 * length, dim=1)                                      # (B, L+1, H)

@@ -151,7 +151,7 @@ class URNN(ComplexModReLURNN):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # (B, L, m) -> (B, L, p)
-        if self.fast and not self.recording_now and not self.use_dense(x.device):
+        if self.fast_now and not self.use_dense(x.device):
             return self.fused_factored(x)
         return super().forward(x)
 
