@@ -26,6 +26,7 @@ def cmd_reproduce(args) -> int:
         return 0
     if not args.artefact:
         raise ConfigError(f"bench reproduce needs an artefact ({', '.join(ARTEFACTS)}) or --list")
+    in_study = _study_request(args)
     runs = rp.plan(args.artefact, args.scale, args.seeds, with_new_models=args.with_new_models,
                    runs_dir=args.runs_dir, data_dir=args.data_dir, wandb=args.wandb)
     rp.mark_states(runs, args.runs_dir)
@@ -39,8 +40,17 @@ def cmd_reproduce(args) -> int:
         print(f"{len(runs)} runs: {len(runs) - len(todo)} done, {sum(r.state == 'resume' for r in runs)} to resume, "
               f"{sum(r.state == 'run' for r in runs)} to run; nothing was run (--dry-run)")
         return 0
-    outcomes = []
-    if todo:
+    outcomes, left = [], 0
+    if in_study:
+        from bench.reproduce_cluster import run_study
+
+        if todo:
+            rp.preflight(todo, args.runs_dir)
+        left = run_study(args.artefact, args.scale, runs, args, _say)
+        if args.launcher != "local" and not args.wait:
+            return 0
+        rp.mark_states(runs, args.runs_dir)
+    elif todo:
         rp.preflight(todo, args.runs_dir)
         _say(f"{args.artefact} at scale {args.scale}: {len(runs)} runs, {len(runs) - len(todo)} already done, "
              f"{len(todo)} to run on {min(args.workers, len(todo))} worker(s) "
@@ -54,12 +64,32 @@ def cmd_reproduce(args) -> int:
     written = list(rp.write_outputs(args.runs_dir, args.artefact, args.scale, md, text_csv))
     written += [p for p in [rp.write_figure(args.runs_dir, args.artefact, args.scale, runs, results)] if p]
     failed = [o for o in outcomes if o.status != "completed"]
-    _say(f"ran {len(outcomes)}, skipped {len(runs) - len(todo)} already done, failed {len(failed)}; "
-         f"wrote {', '.join(map(str, written[:-1]))} and {written[-1]}")
+    if not in_study:
+        _say(f"ran {len(outcomes)}, skipped {len(runs) - len(todo)} already done, failed {len(failed)}; "
+             f"wrote {', '.join(map(str, written[:-1]))} and {written[-1]}")
+    else:
+        _say(f"{len(runs) - left} of {len(runs)} runs done; wrote {', '.join(map(str, written[:-1]))} "
+             f"and {written[-1]}")
     for o in failed:
         _say(f"failed: {o.run.label()}: {o.status}: {o.error or 'no error message'}"
              + (f" ({o.run_dir})" if o.run_dir else ""))
-    return 1 if failed else 0
+    return 1 if failed or left else 0
+
+
+def _study_request(args) -> bool:
+    """True with --storage/--storage-file (the runs go to a study); the cluster flags need one."""
+    from bench.sweep import resolve_storage_args
+
+    if args.storage or args.storage_file:
+        resolve_storage_args(args)
+        return True
+    given = [f for f, v in (("--launcher", args.launcher != "local"), ("--study", args.study),
+                            ("--wait", args.wait), ("--heartbeat", args.heartbeat != 60)) if v]
+    if given:
+        raise ConfigError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} only with --storage (the "
+                          f"runs as a study that workers on other nodes take); add --storage PATH_OR_URL or drop "
+                          f"{given[0]}")
+    return False
 
 
 def _bench_run_line(r) -> list[str]:
@@ -91,4 +121,11 @@ def register(sub) -> None:
                    help="also run the registered models without a paper row, at scuRNN's paper budget")
     p.add_argument("--dry-run", action="store_true", help="print the runs (done, to resume, to run); run nothing")
     p.add_argument("--list", action="store_true", help="every artefact with its number of runs and estimated cost")
+    from bench.sweep.cli import add_cluster_arguments
+
+    g = p.add_argument_group(
+        "cluster", "With --storage the runs become a study that workers on every node take (the same command "
+                   "on each node, or --launcher slurm); as fault-tolerant as `bench sweep`.")
+    add_cluster_arguments(g, storage_default="none: the runs are run here by --workers processes, no study",
+                          study_default="reproduce-ARTEFACT-SCALE")
     p.set_defaults(func=cmd_reproduce)

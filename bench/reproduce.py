@@ -18,7 +18,7 @@ from __future__ import annotations
 from bench.reproduce_cost import (EVAL_SHARE, ESTIMATE_NOTE, PARAMS_EXPONENT, REF_BATCH, REF_PARAMS, REF_T,
                                   RUN_OVERHEAD_S, STEP_MS_REF, TIMIT_FRAMES, WORKER_START_S, estimate_seconds,
                                   fmt_duration, list_lines, wall_estimate)
-from bench.reproduce_execute import Outcome, eval_limit_callback, execute, preflight
+from bench.reproduce_execute import Outcome, eval_limit_callbacks, execute, preflight
 from bench.reproduce_figures import PanelCurves, draw_figure, panel_curves, task_baseline, write_figure
 from bench.reproduce_plan import (PlannedRun, load_existing, mark_states, matching, new_models, panel_rows, plan,
                                   row_opts)
@@ -35,7 +35,7 @@ __all__ = [
     # the run set and what is done (bench/reproduce_plan.py)
     "PlannedRun", "load_existing", "mark_states", "matching", "new_models", "panel_rows", "plan", "row_opts",
     # running (bench/reproduce_execute.py)
-    "Outcome", "eval_limit_callback", "execute", "preflight",
+    "Outcome", "eval_limit_callbacks", "execute", "preflight",
     # tables (bench/reproduce_render.py)
     "Cell", "TableRow", "chosen_group", "describe_protocol", "display_name", "figure_file", "fmt_diff", "fmt_ours",
     "fmt_value", "model_label", "panel_header", "render", "row_order", "table", "table_cells", "write_outputs",

@@ -25,17 +25,22 @@ class Outcome:
     seconds: float
 
 
-def eval_limit_callback(k: int):
-    """A Lightning callback that validates and tests on the first ``k`` batches of each split
-    (smoke scale only; result.json records it as ``config.tags.eval_batches``)."""
+def eval_limit_callbacks(cfg: RunConfig) -> list:
+    """A Lightning callback that validates and tests on the first ``k`` batches of each split when
+    the config's ``tags.eval_batches`` is k (a smoke-scale reproduce run; result.json records it
+    there), else none."""
     from lightning.pytorch.callbacks import Callback
+
+    k = (cfg.tags or {}).get("eval_batches")
+    if not k:
+        return []
 
     class EvalLimit(Callback):
         def setup(self, trainer, pl_module, stage):
             trainer.limit_val_batches = k
             trainer.limit_test_batches = k
 
-    return EvalLimit()
+    return [EvalLimit()]
 
 
 def _worker(wid: int, inbox, outbox, log_path: str) -> None:
@@ -58,14 +63,13 @@ def _worker(wid: int, inbox, outbox, log_path: str) -> None:
         item = inbox.get()
         if item is None:
             return
-        index, config, resume_dir, eval_batches = item
+        index, config, resume_dir = item
         started = time.time()
         print(f"== run {index}: {config['model']} {config['task']} seed {config['seed']} "
               f"{'(resume ' + resume_dir + ')' if resume_dir else ''}", flush=True)
         try:
             cfg = RunConfig.from_dict(config)
-            callbacks = [eval_limit_callback(eval_batches)] if eval_batches else None
-            result = run(cfg, callbacks=callbacks, resume_dir=resume_dir)
+            result = run(cfg, callbacks=eval_limit_callbacks(cfg) or None, resume_dir=resume_dir)
             msg = (wid, index, result["status"], result.get("error"), result.get("run_dir"), time.time() - started)
         except BaseException as exc:          # noqa: BLE001 - reported as this run's failure; the worker goes on
             traceback.print_exc()
@@ -150,8 +154,7 @@ def execute(runs: list[PlannedRun], workers: int, log_dir: Path, *, say=_say,
                     run = runs[index]
                     config = (run.resolved.to_dict() if run.state != "resume"
                               else json.loads((Path(run.resume_dir) / "config.json").read_text()))
-                    w["inbox"].put((index, config, run.resume_dir if run.state == "resume" else None,
-                                    run.eval_batches))
+                    w["inbox"].put((index, config, run.resume_dir if run.state == "resume" else None))
                     w["busy"], started[index] = index, time.time()
             try:
                 handle(outbox.get(timeout=1.0))

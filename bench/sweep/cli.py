@@ -178,6 +178,23 @@ def register(sub) -> None:
     g.add_argument("--n-trials", type=_pos, help="total trials in the study for --sampler tpe (default 50)")
     g.add_argument("--workers", type=_pos, default=1,
                    help="worker processes (default 1): local processes, or array tasks with --launcher slurm")
+    add_cluster_arguments(g, storage_default="$BENCH_STORAGE, else RUNS_DIR/sweeps/STUDY.journal",
+                          study_default="MODEL-TASK-SPACE-SAMPLER")
+    g.add_argument("--sampler-seed", type=_nonneg, metavar="SEED",
+                   help="seed TPE (worker k uses SEED + k; reproducible with one worker)")
+    g.add_argument("--dry-run", action="store_true",
+                   help="print the study, its size and the first trials; touch no storage and run nothing")
+    g.add_argument("--confirm-seeds", type=_nonneg, default=0, metavar="K",
+                   help="re-run the best config on K more seeds when the study is done")
+    g.add_argument("--no-prune", action="store_true", help="never prune (default: median pruner on val metric)")
+    p.set_defaults(func=cmd_sweep)
+
+
+def add_cluster_arguments(g, *, storage_default: str, study_default: str) -> None:
+    """The flags that put a study's workers on a cluster: launcher, SLURM options, storage, study
+    name, heartbeat (``bench sweep`` and ``bench reproduce --storage``)."""
+    from bench.flags import nonneg_int as _nonneg, positive_int as _pos
+
     g.add_argument("--launcher", choices=("local", "slurm", "submitit-local"), default="local",
                    help="local: worker processes here (default); slurm: a SLURM job array through submitit "
                         "(requeued on preemption); submitit-local: the same array as local processes")
@@ -194,20 +211,12 @@ def register(sub) -> None:
     g.add_argument("--wait", action="store_true",
                    help="with a launcher: wait for the array and print the status; a local worker: stay while any "
                         "trial runs anywhere (default: leave when nothing is left to run here)")
-    g.add_argument("--sampler-seed", type=_nonneg, metavar="SEED",
-                   help="seed TPE (worker k uses SEED + k; reproducible with one worker)")
-    g.add_argument("--dry-run", action="store_true",
-                   help="print the study, its size and the first trials; touch no storage and run nothing")
     g.add_argument("--storage", help="journal file path, or postgresql://USER@HOST[:PORT]/DB for several nodes "
-                                     "(default: $BENCH_STORAGE, else RUNS_DIR/sweeps/STUDY.journal). Keep passwords "
-                                     "off the command line: PGPASSWORD, ~/.pgpass, or --storage-file")
+                                     f"(default: {storage_default}). Keep passwords off the command line: "
+                                     "PGPASSWORD, ~/.pgpass, or --storage-file")
     g.add_argument("--storage-file", metavar="PATH",
                    help="read the storage URL from the first line of PATH (e.g. mode 0600 on shared storage)")
-    g.add_argument("--study", help="study name (default MODEL-TASK-SPACE-SAMPLER); same name + storage = same sweep")
-    g.add_argument("--confirm-seeds", type=_nonneg, default=0, metavar="K",
-                   help="re-run the best config on K more seeds when the study is done")
-    g.add_argument("--no-prune", action="store_true", help="never prune (default: median pruner on val metric)")
+    g.add_argument("--study", help=f"study name (default {study_default}); same name + storage = same study")
     g.add_argument("--heartbeat", type=_pos, default=60, metavar="SECONDS",
                    help="heartbeat interval for database storage; a trial silent for 2x this is failed "
                         "and re-run (default 60)")
-    p.set_defaults(func=cmd_sweep)

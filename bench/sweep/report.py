@@ -57,6 +57,14 @@ def format_params(params: dict) -> str:
     return " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
+def trial_text(t) -> str:
+    """A trial's point, or for a reproduce run (point {"run": i}) what that run is."""
+    c = t.user_attrs.get("config") or {}
+    if set(t.params) == {"run"} and c:
+        return f"{c['model']} {c['task']} n={c['n_hidden']} seed {c['seed']}"
+    return format_params(t.params)
+
+
 def cmd_status(args) -> int:
     from optuna.trial import TrialState
 
@@ -66,14 +74,16 @@ def cmd_status(args) -> int:
     counts = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
     metric = meta.get("metric", "value")
     print(f"study {study.study_name} ({spec.display})")
-    if meta:
+    if meta.get("reproduce"):
+        print(f"  bench reproduce {meta['reproduce']}: {meta['grid_size']} runs of {meta['model']} on {meta['task']}")
+    elif meta:
         size = f", {meta['grid_size']} combinations" if meta.get("grid_size") else f", {meta.get('n_trials')} trials"
         print(f"  {meta['model']} on {meta['task']}, space {meta['space']}, sampler {meta['sampler']}{size}; "
               f"{meta['direction']} val {metric}")
         if meta.get("fixed_groups"):
             print("  fixed in every trial: " + fixed_text(meta["fixed_groups"]))
     print("  trials: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) if trials else "  trials: none")
-    best = best_trial(study)
+    best = None if meta.get("reproduce") else best_trial(study)    # a reproduce study has no best: a table
     if best is not None:
         print(f"  best: trial {best.number}, val {metric} {best.value:.4g}: {format_params(best.params)}")
         conf = [r for r in confirm_records(study, best.number) if r.get("value") is not None]
@@ -91,11 +101,11 @@ def cmd_status(args) -> int:
                 step = max(t.intermediate_values)
                 last = f", last val {metric} {t.intermediate_values[step]:.4g} at step {step}"
             print(f"    trial {t.number} on {o.get('host', '?')}:{o.get('pid', '?')}, {age / 60:.1f} min{last}: "
-                  f"{format_params(t.params)}")
+                  f"{trial_text(t)}")
     for t in [t for t in trials if t.state == TrialState.FAIL][-5:]:
         why = t.user_attrs.get("outcome") or "worker died"
         error = (t.user_attrs.get("error") or "").splitlines()
-        print(f"  failed: trial {t.number} ({why}){': ' + error[0][:120] if error else ''}")
+        print(f"  failed: trial {t.number} {trial_text(t)} ({why}){': ' + error[0][:120] if error else ''}")
     return 0
 
 
@@ -103,12 +113,16 @@ def cmd_best(args) -> int:
     from optuna.trial import TrialState
 
     study, _ = open_existing(args)
+    meta = study.user_attrs.get("bench", {})
+    if meta.get("reproduce"):
+        artefact, scale = meta["reproduce"].split("/")
+        raise SweepError(f"study {args.study!r} holds the runs of `bench reproduce {artefact} --scale {scale}`; "
+                         f"it has no best trial: that command prints its table")
     best = best_trial(study)
     if best is None:
         counts = {s.name.lower(): len(study.get_trials(deepcopy=False, states=(s,))) for s in TrialState}
         raise SweepError(f"study {args.study!r} has no completed trial yet ("
                          + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + ")")
-    meta = study.user_attrs.get("bench", {})
     metric = meta.get("metric", "value")
     print(f"# study {study.study_name}: best trial {best.number} of {len(study.trials)}, "
           f"val {metric} {best.value:.6g}")

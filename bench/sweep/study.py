@@ -32,6 +32,9 @@ class Sweep:
     sampler_seed: int | None = None
     storage: object = None
     meta: dict = field(default_factory=dict)
+    # bench reproduce: a fixed list of runs instead of a space over ``base``; a point is {"run": i}.
+    # Each entry: {"label", "config" (resolved dict), "estimate_s", "done" (a result exists), "resume_dir"}.
+    plan: list | None = None
     _study_id: int | None = field(default=None, repr=False)
 
     @property
@@ -60,6 +63,43 @@ class Sweep:
             seed = None if self.sampler_seed is None else self.sampler_seed + worker_index()
             return optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True, seed=seed)
         return optuna.samplers.RandomSampler()   # never asked: grid trials all come from the queue
+
+    def trial_config(self, point: dict):
+        """The resolved RunConfig of one point."""
+        from bench.config import RunConfig, resolve
+        from bench.sweep.space import apply_overrides
+
+        if self.plan is not None:
+            return RunConfig.from_dict(self.plan[point["run"]]["config"])
+        return resolve(apply_overrides(self.base, point, self.space))
+
+    def describe(self, point: dict) -> str:
+        if self.plan is not None:
+            return self.plan[point["run"]]["label"]
+        return " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items())
+
+    def node_configs(self) -> list:
+        """One resolved config per distinct task and data this sweep's trials need (preflight)."""
+        from bench.config import RunConfig, resolve
+
+        if self.plan is None:
+            return [resolve(self.base)]
+        seen = {}
+        for entry in self.plan:
+            c = RunConfig.from_dict(entry["config"])
+            seen.setdefault((c.task, c.seq_len, c.data_dir, c.data_seed, c.model), c)
+        return list(seen.values())
+
+    def points(self) -> list[tuple[dict, dict]]:
+        """The points to enqueue once, each with the user attributes its trial starts with: the
+        whole grid, or the plan's runs that have no result yet (an unfinished one continues in its
+        folder), longest first (workers claim in this order: a long run must not start last)."""
+        if self.plan is None:
+            return [(p, {}) for p in grid_points(self.space)]
+        todo = sorted((i for i, e in enumerate(self.plan) if not e.get("done")),
+                      key=lambda i: -self.plan[i].get("estimate_s", 0))
+        return [({"run": i}, {"resume_dir": self.plan[i]["resume_dir"]} if self.plan[i].get("resume_dir") else {})
+                for i in todo]
 
     def load(self):
         import optuna
@@ -126,9 +166,9 @@ def prepare(sweep: Sweep):
                 study.set_user_attr("bench", {**meta, "n_trials": sweep.n_trials})
         if sweep.sampler == "grid":
             seen = {point_key(t.system_attrs.get("fixed_params") or t.params) for t in study.get_trials(deepcopy=False)}
-            for point in grid_points(sweep.space):
+            for point, attrs in sweep.points():
                 if point_key(point) not in seen:
-                    study.enqueue_trial(point)
+                    study.enqueue_trial(point, user_attrs=attrs or None)
     return study
 
 
@@ -146,10 +186,14 @@ def _check_same_sweep(sweep: Sweep, study) -> None:
     if diff:
         details = [f"{k}: study has {old.get(k)!r}, you asked for {new.get(k)!r}" for k in diff
                    if k not in ("space_def", "base")]
-        if "base" in diff:
-            ob, nb = old.get("base") or {}, new.get("base") or {}
+        ob, nb = old.get("base") or {}, new.get("base") or {}
+        if "base" in diff and isinstance(ob, dict) and isinstance(nb, dict):
             details += [f"{k}: study has {ob.get(k)!r}, you asked for {nb.get(k)!r}"
                         for k in sorted(set(ob) | set(nb)) if ob.get(k) != nb.get(k)]
+        elif "base" in diff:      # a reproduce study: its list of (config hash, seed, evaluation)
+            changed = sum(a != b for a, b in zip(ob, nb)) + abs(len(ob) - len(nb))
+            details.append(f"planned runs: the study has {len(ob)}, you asked for {len(nb)}, {changed} differ "
+                           f"(other --seeds, --with-new-models or another version of the harness)")
         detail = "; ".join(details)
         raise SweepError(f"study {sweep.name!r} already exists with different settings ({', '.join(diff)}"
                          f"{'; ' + detail if detail else ''}); re-run it with its original flags or choose "

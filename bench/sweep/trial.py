@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bench.errors import BenchError
 from bench.sweep.errors import TrialTakenOver, WorkerUnfit
-from bench.sweep.space import apply_overrides, sample_point
+from bench.sweep.space import sample_point
 from bench.sweep.storage import Heartbeat, owner_dead
 from bench.sweep.study import Sweep, as_json
 
@@ -147,8 +147,9 @@ def run_trial(sweep: Sweep, study, trial, inherited: dict) -> str:
     import optuna
     from optuna.trial import TrialState
 
-    from bench.config import resolve
+    from bench.reproduce_execute import eval_limit_callbacks
     from bench.run import run
+    from bench.tasks import get_task_class
 
     ua = inherited
     retried_from = ua.get("retried_from", ua.get("number"))   # a retry inherits the failed trial's attrs
@@ -162,17 +163,20 @@ def run_trial(sweep: Sweep, study, trial, inherited: dict) -> str:
             trial.set_user_attr(stale, None)
     started = time.time()
     point = sample_point(trial, sweep.space, sweep.sampler)
-    desc = " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items())
+    desc = sweep.describe(point)
     try:
-        cfg = resolve(apply_overrides(sweep.base, point, sweep.space))
+        cfg = sweep.trial_config(point)
     except BenchError as exc:
         return _finish(study, trial, TrialState.FAIL, "invalid", str(exc), desc, started)
-    cfg = cfg.with_(tags={"study": sweep.name, "trial": trial.number, "choices": as_json(point),
+    # the config's own tags stay (a reproduce run's eval_batches is part of what it is)
+    cfg = cfg.with_(tags={**cfg.tags, "study": sweep.name, "trial": trial.number, "choices": as_json(point),
                           **({"retried_from": retried_from} if retried_from is not None else {})})
     trial.set_user_attr("config", _config_record(cfg))
     trial_id = sweep.storage.get_trial_id_from_study_id_trial_number(
         sweep.storage.get_study_id_from_name(sweep.name), trial.number)
-    callback = _trial_callback_class()(trial, f"val/{sweep.metric}")
+    metric = get_task_class(cfg.task).metric
+    callback = _trial_callback_class()(trial, f"val/{metric}")
+    callbacks = [callback] + eval_limit_callbacks(cfg)
     if left is not None:
         print(f"[{sweep.label}] trial {trial.number}: the run in {left['run_dir']} finished before its worker "
               f"died; this trial records its result instead of training again", flush=True)
@@ -182,14 +186,14 @@ def run_trial(sweep: Sweep, study, trial, inherited: dict) -> str:
         try:
             with Heartbeat(sweep.storage, trial_id, sweep.heartbeat if sweep.storage_spec.kind == "rdb" else None):
                 try:
-                    result = run(cfg, callbacks=[callback], **({"resume_dir": resume} if resume else {}))
+                    result = run(cfg, callbacks=callbacks, **({"resume_dir": resume} if resume else {}))
                 except Exception as exc:
                     if not resume or isinstance(exc, (optuna.TrialPruned, BenchError)):
                         raise
                     # e.g. a checkpoint cut short by SIGKILL: train this trial afresh instead
                     print(f"[{sweep.label}] trial {trial.number}: cannot resume in {resume} ({exc}); starting afresh",
                           flush=True)
-                    result = run(cfg, callbacks=[callback])
+                    result = run(cfg, callbacks=callbacks)
         except optuna.TrialPruned as exc:
             return _finish(study, trial, TrialState.PRUNED, "pruned", str(exc), desc, started)
         except TrialTakenOver:
@@ -227,9 +231,9 @@ def run_trial(sweep: Sweep, study, trial, inherited: dict) -> str:
     trial.set_user_attr("result", str(Path(result["run_dir"]).resolve() / "result.json"))
     if result["status"] != "completed":
         return _finish(study, trial, TrialState.FAIL, result["status"], result.get("error"), desc, started)
-    value = result["metrics"].get(f"best_val_{sweep.metric}")
+    value = result["metrics"].get(f"best_val_{metric}")
     if value is None or not math.isfinite(value):
-        return _finish(study, trial, TrialState.FAIL, "no-metric", f"no finite best_val_{sweep.metric}", desc,
+        return _finish(study, trial, TrialState.FAIL, "no-metric", f"no finite best_val_{metric}", desc,
                        started)
     return _finish(study, trial, TrialState.COMPLETE, "complete", None, desc, started, value)
 

@@ -94,25 +94,26 @@ def preflight(sweep: Sweep) -> None:
     and whether W&B can be used online (if not, one warning and its trials log offline)."""
     import tempfile
 
-    from bench.config import resolve
     from bench.tasks import build_task
     from bench.tracking import check_online, wandb_mode
 
-    cfg = resolve(sweep.base)
-    base = Path(cfg.runs_dir) / cfg.task / cfg.model
-    try:
-        base.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=base, prefix=".probe-"):
-            pass
-    except OSError as exc:
-        raise WorkerUnfit(f"this worker cannot write its runs directory {base}: {exc.strerror or exc}; "
-                          f"no trial was taken (choose another --runs-dir)") from None
-    try:
-        build_task(cfg.task, seq_len=cfg.seq_len, data_dir=cfg.data_dir, data_seed=cfg.data_seed) \
-            .datamodule(cfg.batch_size)
-    except BenchError as exc:
-        raise WorkerUnfit(f"this worker cannot load the task's data: {exc}; no trial was taken") from None
-    if wandb_mode(cfg.wandb) == "online":
+    configs = sweep.node_configs()
+    for cfg in configs:
+        base = Path(cfg.runs_dir) / cfg.task / cfg.model
+        try:
+            base.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=base, prefix=".probe-"):
+                pass
+        except OSError as exc:
+            raise WorkerUnfit(f"this worker cannot write its runs directory {base}: {exc.strerror or exc}; "
+                              f"no trial was taken (choose another --runs-dir)") from None
+    for cfg in {(c.task, c.seq_len, c.data_dir, c.data_seed): c for c in configs}.values():
+        try:
+            build_task(cfg.task, seq_len=cfg.seq_len, data_dir=cfg.data_dir, data_seed=cfg.data_seed) \
+                .datamodule(cfg.batch_size)
+        except BenchError as exc:
+            raise WorkerUnfit(f"this worker cannot load the task's data: {exc}; no trial was taken") from None
+    if any(wandb_mode(c.wandb) == "online" for c in configs):
         problem = check_online()
         if problem:
             print(f"[{sweep.label}] warning: W&B cannot be used online ({problem}); this worker's trials log "
