@@ -5,7 +5,6 @@ joining the study with another plan (refused)."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -13,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import optuna
 import pytest
 from optuna.trial import TrialState
 
@@ -23,6 +21,7 @@ from bench.reproduce_cluster import build_sweep, default_study
 from bench.run import run
 from bench.sweep import SweepError, prepare, work
 from test_sweep import assert_results_whole, load
+from test_secrets import PASSWORD, _assert_nowhere, _with_password
 from test_sweep_postgres import pg_study, pg_url  # noqa: F401 - fixtures
 
 TIMING = ("seconds", "time", "per_step", "duration")
@@ -108,10 +107,10 @@ def test_two_nodes_share_the_study_and_a_sigkilled_node_loses_nothing(tmp_path, 
     """Two `bench reproduce adding --storage postgresql://...` processes (two nodes); one is
     SIGKILLed while a run of it trains. The other finishes every run exactly once; the killed run
     is re-run with the numbers of an uninterrupted run; stdout is the table, the same one the
-    local command prints from the same results."""
+    local command prints from the same results. The database password is nowhere."""
     runs_dir = tmp_path / "runs"
-    argv = ["adding", "--scale", "smoke", "--runs-dir", str(runs_dir), "--storage", pg_url, "--study", pg_study,
-            "--heartbeat", "2"]
+    argv = ["adding", "--scale", "smoke", "--runs-dir", str(runs_dir), "--storage", _with_password(pg_url),
+            "--study", pg_study, "--heartbeat", "2"]
     procs = {p.pid: p for p in (_cli(*argv, cwd=tmp_path) for _ in range(2))}
     killed, deadline = None, time.time() + 300
     try:
@@ -160,5 +159,5 @@ def test_two_nodes_share_the_study_and_a_sigkilled_node_loses_nothing(tmp_path, 
                             "--runs-dir", str(runs_dir)], cwd=tmp_path, capture_output=True, text=True,
                            env={**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}, timeout=300)
     assert local.returncode == 0 and "all 14 runs already done" in local.stderr and local.stdout == out
-    assert json.loads(json.dumps(study.user_attrs["bench"]))["reproduce"] == "adding/smoke"
-    assert optuna.get_all_study_names(study._storage).count(pg_study) == 1
+    assert study.user_attrs["bench"]["reproduce"] == "adding/smoke"
+    _assert_nowhere(PASSWORD, [tmp_path], [text for pair in outs.values() for text in pair], pg_url)
