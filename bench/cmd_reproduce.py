@@ -40,13 +40,13 @@ def cmd_reproduce(args) -> int:
         print(f"{len(runs)} runs: {len(runs) - len(todo)} done, {sum(r.state == 'resume' for r in runs)} to resume, "
               f"{sum(r.state == 'run' for r in runs)} to run; nothing was run (--dry-run)")
         return 0
-    outcomes, left = [], 0
+    outcomes, failed_in_study = [], 0
     if in_study:
         from bench.reproduce_cluster import run_study
 
         if todo:
             rp.preflight(todo, args.runs_dir)
-        left = run_study(args.artefact, args.scale, runs, args, _say)
+        failed_in_study, _ = run_study(args.artefact, args.scale, runs, args, _say)
         if args.launcher != "local" and not args.wait:
             return 0
         rp.mark_states(runs, args.runs_dir)
@@ -68,12 +68,12 @@ def cmd_reproduce(args) -> int:
         _say(f"ran {len(outcomes)}, skipped {len(runs) - len(todo)} already done, failed {len(failed)}; "
              f"wrote {', '.join(map(str, written[:-1]))} and {written[-1]}")
     else:
-        _say(f"{len(runs) - left} of {len(runs)} runs done; wrote {', '.join(map(str, written[:-1]))} "
-             f"and {written[-1]}")
+        _say(f"{sum(r.state == 'done' for r in runs)} of {len(runs)} runs done; wrote "
+             f"{', '.join(map(str, written[:-1]))} and {written[-1]}")
     for o in failed:
         _say(f"failed: {o.run.label()}: {o.status}: {o.error or 'no error message'}"
              + (f" ({o.run_dir})" if o.run_dir else ""))
-    return 1 if failed or left else 0
+    return 1 if failed or failed_in_study else 0
 
 
 def _study_request(args) -> bool:

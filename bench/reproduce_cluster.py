@@ -52,9 +52,10 @@ def build_sweep(artefact: str, scale: str, runs: list[PlannedRun], args):
     return sweep.connect()
 
 
-def run_study(artefact: str, scale: str, runs: list[PlannedRun], args, say) -> int:
+def run_study(artefact: str, scale: str, runs: list[PlannedRun], args, say) -> tuple[int, int]:
     """Create or join the study, then run ``--workers`` local workers on it or submit them with
-    ``--launcher``. Returns how many planned runs have no completed trial yet (0: all done)."""
+    ``--launcher``. Returns how many planned runs failed for good (every trial failed) and how
+    many are still waiting or running elsewhere."""
     from bench.sweep import prepare, run_workers
     from bench.sweep.launch import check_launcher, launch_array
 
@@ -70,16 +71,18 @@ def run_study(artefact: str, scale: str, runs: list[PlannedRun], args, say) -> i
             failed_workers = run_workers(sweep, args.workers)
             if failed_workers:
                 say(f"{failed_workers} worker process(es) exited with an error (see above)")
+    failed, elsewhere = _unfinished(sweep, runs)
     if args.launcher != "local" and not args.wait:
-        sweep.close()
         say("the same command without --launcher prints the table when the workers are done")
-        return _left(sweep, runs)
-    left = _left(sweep, runs)
-    say(f"study {sweep.name}: {_counts(sweep.load())}"
-        + (f"; {left} run(s) not completed: `bench sweep status --study {sweep.name}{args.storage_ref}` "
-           f"shows them" if left else ""))
+    else:
+        status = f"`bench sweep status --study {sweep.name}{args.storage_ref}`"
+        say(f"study {sweep.name}: {_counts(sweep.load())}"
+            + (f"; {elsewhere} run(s) still waiting or running on other workers: the same command prints the "
+               f"whole table when they are done" if elsewhere else "")
+            + (f"; {failed} run(s) failed: {status} shows why, `bench sweep retry --study {sweep.name}"
+               f"{args.storage_ref}` queues them again" if failed else ""))
     sweep.close()
-    return left
+    return failed, elsewhere
 
 
 @contextlib.contextmanager
@@ -102,10 +105,21 @@ def _counts(study) -> str:
     return "trials " + (", ".join(f"{n} {s}" for s, n in sorted(states.items())) if states else "none yet")
 
 
-def _left(sweep, runs: list[PlannedRun]) -> int:
-    """Planned runs with neither a result found here nor a completed trial."""
+def _unfinished(sweep, runs: list[PlannedRun]) -> tuple[int, int]:
+    """Planned runs with neither a result found here nor a completed trial: (those whose every
+    trial failed, those with a trial waiting or running)."""
     from optuna.trial import TrialState
 
-    study = sweep.load()
-    completed = {t.params.get("run") for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
-    return sum(1 for i, r in enumerate(runs) if r.state != "done" and i not in completed)
+    states: dict[int, set] = {}
+    for t in sweep.load().get_trials(deepcopy=False):
+        states.setdefault(t.params.get("run"), set()).add(t.state)
+    failed = elsewhere = 0
+    for i, r in enumerate(runs):
+        seen = states.get(i, set())
+        if r.state == "done" or TrialState.COMPLETE in seen:
+            continue
+        if seen & {TrialState.WAITING, TrialState.RUNNING}:
+            elsewhere += 1
+        elif seen:
+            failed += 1
+    return failed, elsewhere

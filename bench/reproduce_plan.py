@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.config import RunConfig
+from bench.errors import ConfigError
 from bench.paper import PaperSetting, paper_rows, paper_setting
+from bench.paper_appendix import appendix_rows
 from bench.reproduce_spec import ARTEFACTS, SCALES, Panel, check_request, protocol, run_seq_len
 
 
@@ -37,18 +39,23 @@ class PlannedRun:
 
     @property
     def setting(self) -> tuple:
-        """The table row it belongs to: model, hidden size, options, and whether the paper has it."""
+        """The table row it belongs to: model, hidden size, options, whether the paper has it, and in
+        an appendix table (rows differing by optimizers only) the paper's row."""
         return (self.model, self.resolved.n_hidden, json.dumps(self.resolved.model_options, sort_keys=True),
-                self.row is None)
+                self.row is None, self.row.source if self.panel.appendix and self.row else None)
 
     def label(self) -> str:
         T = f" T={self.resolved.seq_len}" if self.panel.seq_len is not None else ""
-        return f"{self.model} {self.resolved.task}{T} n={self.resolved.n_hidden} seed {self.seed}"
+        which = f" ({self.row.source.removeprefix('Appendix A.3, ')})" if self.panel.appendix and self.row else ""
+        return f"{self.model} {self.resolved.task}{T} n={self.resolved.n_hidden}{which} seed {self.seed}"
 
 
 def panel_rows(panel: Panel) -> list[PaperSetting]:
     """The paper's rows of one panel: every (model, size) of the task, or, for a length, each
-    model's row at that length (else its default row), as ``bench run`` would pick it."""
+    model's row at that length (else its default row), as ``bench run`` would pick it; for an
+    appendix panel, that table's rows."""
+    if panel.appendix:
+        return appendix_rows(panel.appendix, panel.task)
     rows = paper_rows(task=panel.task)
     if panel.seq_len is None:
         out, seen = [], set()
@@ -86,6 +93,9 @@ def plan(artefact: str, scale: str, seeds: int | None = None, *, with_new_models
 
     check_request(artefact, scale, 1, seeds)
     art = ARTEFACTS[artefact]
+    if with_new_models and any(p.appendix for p in art.panels):
+        raise ConfigError(f"--with-new-models does not apply to {artefact}: it compares scuRNN's optimizer "
+                          f"settings (Appendix A.3), not models; use it with table1, table2, copying or adding")
     n_seeds = seeds or SCALES[scale].seeds
     out = []
     for panel in art.panels:

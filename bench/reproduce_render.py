@@ -38,6 +38,7 @@ class TableRow:
     budget: str | None           # the paper's "# params"
     new: bool
     cells: dict[tuple[str, str], Cell]      # (panel label, metric label) -> cell
+    optimizers: str | None = None           # an appendix table's row: what sets it apart
 
 
 def table(runs: list[PlannedRun], results: list[dict]) -> list[TableRow]:
@@ -70,7 +71,8 @@ def table(runs: list[PlannedRun], results: list[dict]) -> list[TableRow]:
                                                           planned[0].config_hash)
         row = first.row
         rows.append(TableRow(setting, first.model, first.resolved.n_hidden, first.n_params,
-                             row.budget if row else None, row is None, cells))
+                             row.budget if row else None, row is None, cells,
+                             optimizers_text(row.opts) if first.panel.appendix and row else None))
     rows.sort(key=lambda t: row_order(t.model, t.n_hidden, t.new))
     return rows
 
@@ -117,6 +119,14 @@ def fmt_diff(c: Cell, kind: str = "float") -> str:
     if d is None:
         return "—"
     return f"{d:+.0f}" if kind == "step" else f"{d:+.3g}"
+
+
+OPTIMIZER_NAMES = {"rmsprop": "RMSProp", "adam": "Adam", "adagrad": "Adagrad"}   # the paper's words
+
+
+def optimizers_text(opts: dict) -> str:
+    """A row's optimizers as the appendix tables print them: ``A RMSProp 1e-4, D Adam 1e-4, ...``."""
+    return ", ".join(f"{g} {OPTIMIZER_NAMES.get(name, name)} {lr:.0e}".replace("e-0", "e-") for g, (name, lr) in opts.items())
 
 
 def model_label(t: TableRow) -> str:
@@ -169,7 +179,8 @@ def table_cells(art: Artefact, scale: str, rows: list[TableRow], panels) -> tupl
     """Headers and string cells of one table: the rows that have a run in ``panels``; per panel
     and metric the paper's value, ours and the difference."""
     several = len(panels) > 1
-    headers = ["model", "n", "# params (paper)", "params"]
+    variants = any(t.optimizers for t in rows)
+    headers = ["model"] + (["optimizers"] if variants else []) + ["n", "# params (paper)", "params"]
     for panel in panels:
         prefix = f"{panel_header(panel, scale)} " if several else ""
         for m in art.metrics:
@@ -178,7 +189,8 @@ def table_cells(art: Artefact, scale: str, rows: list[TableRow], panels) -> tupl
     for t in rows:
         if not any((p.label, m.label) in t.cells for p in panels for m in art.metrics):
             continue
-        line = [model_label(t), str(t.n_hidden), t.budget or ("matched to scuRNN" if t.new else "—"), f"{t.n_params:,}"]
+        line = ([model_label(t)] + ([t.optimizers or "—"] if variants else [])
+                + [str(t.n_hidden), t.budget or ("matched to scuRNN" if t.new else "—"), f"{t.n_params:,}"])
         for panel in panels:
             for m in art.metrics:
                 c = t.cells.get((panel.label, m.label))
@@ -209,8 +221,9 @@ def render(artefact: str, scale: str, runs: list[PlannedRun], results: list[dict
                   f"iteration, one panel per length, mean ± 1 std over seeds per model, the baseline dashed "
                   f"(the paper's figure plots {art.curve.paper}).", ""]
     notes = [f"{m.label}: {m.note} [result key: {m.key}]" for m in art.metrics]
-    notes.append("paper: the paper's number for this model and size (bench/paper.py); ours: mean ± std (ddof=1) "
-                 "over completed seeds; Δ = ours − paper; failed runs in brackets")
+    notes.append(f"paper: the paper's number for this {'row' if any(t.optimizers for t in rows) else 'model and size'} "
+                 "(bench/paper.py); ours: mean ± std (ddof=1) over completed seeds; Δ = ours − paper; failed runs in "
+                 "brackets")
     if any(t.new for t in rows):
         notes.append(f"rows marked '{NEW_MODEL_LABEL}': models without a paper row for the task, at the hidden "
                      "size matching scuRNN's paper budget there (bench/paper.py anchor_budget), with their own "
@@ -224,7 +237,7 @@ def render(artefact: str, scale: str, runs: list[PlannedRun], results: list[dict
     w = csv.writer(buf)
     w.writerow(["artefact", "scale", "model", "n_hidden", "n_params", "paper_budget", "not_in_paper", "task",
                 "paper_seq_len", "seq_len", "max_steps", "batch_size", "eval_batches", "metric", "result_key",
-                "paper", "mean", "std", "n", "completed", "planned", "failed", "diff", "config_hash"])
+                "paper", "mean", "std", "n", "completed", "planned", "failed", "diff", "config_hash", "optimizers"])
     for t in rows:
         for panel in art.panels:
             planned = next((r for r in runs if r.setting == t.setting and r.panel.label == panel.label), None)
@@ -236,7 +249,8 @@ def render(artefact: str, scale: str, runs: list[PlannedRun], results: list[dict
                 w.writerow([artefact, scale, t.model, t.n_hidden, t.n_params, t.budget or "", int(t.new), panel.task,
                             panel.seq_len or "", c0.seq_len or "", c0.max_steps, c0.batch_size,
                             planned.eval_batches or "", m.label, m.key, _num(c.paper), _num(c.mean), _num(c.std), c.n,
-                            c.done, c.planned, sum(c.failed.values()), _num(c.diff), c.config_hash])
+                            c.done, c.planned, sum(c.failed.values()), _num(c.diff), c.config_hash,
+                            t.optimizers or ""])
     return md, buf.getvalue()
 
 

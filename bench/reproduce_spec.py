@@ -68,6 +68,7 @@ class Panel:
     task: str
     seq_len: int | None          # the paper's T (None: the task has no length to choose)
     label: str
+    appendix: str | None = None  # "Table 3" / "Table 4": the rows are that table's (bench/paper.py APPENDIX_SETTINGS)
 
 
 @dataclass(frozen=True)
@@ -99,12 +100,12 @@ class Artefact:
 
 FIRST_BELOW = Metric("first step < baseline", "first_step_below_baseline", "first_step_below_baseline", "step",
                      note="first logged training step whose 5-point smoothed loss is below the memoryless baseline")
+TEST_ACC = Metric("test acc", "best_test_acc", "test_acc",
+                  note="best test accuracy over the validations (the paper: best epoch of 70)")
+FINAL_CE = Metric("final CE", "final_train_loss", "final_loss", note="mean of the last 10 logged training losses")
 ARTEFACTS: dict[str, Artefact] = {a.name: a for a in (
     Artefact("table1", "Table 1: pixel-by-pixel MNIST and permuted MNIST", "§5.1, Table 1",
-             (Panel("mnist", None, "Unperm."), Panel("pmnist", None, "Perm.")),
-             (Metric("test acc", "best_test_acc", "test_acc",
-                     note="best test accuracy over the validations (the paper: best epoch of 70)"),),
-             track_test=True,
+             (Panel("mnist", None, "Unperm."), Panel("pmnist", None, "Perm.")), (TEST_ACC,), track_test=True,
              note="oRNN and EURNN rows are the paper's quotes of Mhammedi et al. and Jing et al."),
     Artefact("table2", "Table 2: TIMIT next-frame prediction", "§5.4, Table 2",
              (Panel("timit", None, "TIMIT"),),
@@ -113,8 +114,7 @@ ARTEFACTS: dict[str, Artefact] = {a.name: a for a in (
                      note="core test set at the best-validation checkpoint"))),
     Artefact("copying", "Figure 4: copying problem", "§5.2, Figure 4 (its numbers: Table 4, row 1)",
              (Panel("copying", 1000, "T=1000"), Panel("copying", 2000, "T=2000")),
-             (FIRST_BELOW,
-              Metric("final CE", "final_train_loss", "final_loss", note="mean of the last 10 logged training losses")),
+             (FIRST_BELOW, FINAL_CE),
              note="the paper prints numbers only for scuRNN at T=2000 (Table 4); the rest is Figure 4's curves",
              curve=Curve("train/loss", "training cross entropy", "\"cross entropy\" (its caption)",
                          "10 log 8 / (T+20)")),
@@ -125,9 +125,16 @@ ARTEFACTS: dict[str, Artefact] = {a.name: a for a in (
              note="the paper shows Figure 5's curves only: no number to compare with",
              # the runs validate (1,000 held-out sequences) at every val_every steps; the test split only at the end
              curve=Curve("val/mse", "validation MSE", "test set MSE", "always answering 1", stacked=True)),
+    Artefact("table3", "Table 3: scuRNN (n = 116) with other optimizers for A, D and the other weights, MNIST",
+             "Appendix A.3, Table 3",
+             (Panel("mnist", None, "Unperm.", appendix="Table 3"), Panel("pmnist", None, "Perm.", appendix="Table 3")),
+             (TEST_ACC,), track_test=True, note="row 1 is Table 1's scuRNN n = 116 setting (the same runs)"),
+    Artefact("table4", "Table 4: scuRNN (n = 130) with other optimizers for A, D and the other weights, copying",
+             "Appendix A.3, Table 4", (Panel("copying", 2000, "T=2000", appendix="Table 4"),),
+             (FIRST_BELOW, FINAL_CE),
+             note="the paper's 'It. MSE' is the loss at iteration 2000 (the paper's protocol trains 2,000 steps), "
+                  "our final CE; row 1 is Figure 4's scuRNN T = 2000 setting (the same runs)"),
 )}
-# Not artefacts: the appendix's Tables 3 and 4 (other optimizer settings for scuRNN) have no rows
-# in bench/paper.py beyond their first row, which is the main setting (Table 1, Figure 4).
 
 # The paper's names and the order of its tables' rows.
 PAPER_NAMES = {"scurnn": "scuRNN", "scornn": "scoRNN", "lstm": "LSTM", "urnn": "Rest. cap. uRNN",

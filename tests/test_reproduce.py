@@ -453,3 +453,91 @@ def test_list_and_dry_run_run_nothing(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count("bench run --model") == 36 and "36 runs: 0 done" in out     # 12 settings x 3 seeds
     assert not any(tmp_path.iterdir())
+
+
+# ---- the appendix's Tables 3 and 4 ------------------------------------------------------------
+
+PAPER_TEXT = Path(__file__).resolve().parents[2] / "shared" / "papers" / "scurnn-paper.md"
+WORDS = {"RMS.": "rmsprop", "Adg.": "adagrad", "Adam": "adam"}
+
+
+def _appendix_from_the_paper(table: str) -> list[tuple]:
+    """(A, D, other, numbers) per row of the paper's ``table``, read from its text here."""
+    lines = PAPER_TEXT.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"{table}:"))
+    rows = []
+    for line in lines[start + 1:]:
+        cells = line.split("\t")
+        if cells[0] == "A" or not line.strip():
+            continue
+        if len(cells) < 5:
+            break
+        specs = []
+        for cell in cells[:3]:
+            name, exponent = cell.replace(" ", "").split("/10^{")
+            specs.append((WORDS[name], 10.0 ** int(exponent.rstrip("}"))))
+        rows.append((*specs, tuple(float(c.replace("E", "e")) for c in cells[3:5])))
+    return rows
+
+
+@pytest.mark.skipif(not PAPER_TEXT.exists(), reason="the paper's text (shared/papers/) is not in this checkout")
+@pytest.mark.parametrize("artefact, table, tasks", [("table3", "Table 3", ["mnist", "pmnist"]),
+                                                   ("table4", "Table 4", ["copying"])])
+def test_appendix_tables_run_the_papers_rows_with_their_numbers(tmp_path, artefact, table, tasks):
+    """Each row of the paper's Table 3/4, read from its text here, is one scuRNN run per panel with
+    that row's optimizers (resolved to scuRNN's reference rules) and the row's printed numbers."""
+    paper = _appendix_from_the_paper(table)
+    assert len(paper) == {"Table 3": 6, "Table 4": 5}[table]
+    runs = rp.plan(artefact, "paper", 1, runs_dir=str(tmp_path))
+    cls = get_model_class("scurnn")
+    assert len(runs) == len(paper) * len(tasks)
+    for task in tasks:
+        mine = [r for r in runs if r.resolved.task == task]
+        for k, (r, (a, d, other, numbers)) in enumerate(zip(mine, paper), 1):
+            want = {g: [resolve_name(name, cls.semantics_for(g)), lr] for g, (name, lr) in
+                    zip(("A", "D", "other"), (a, d, other))}
+            assert {g: list(v) for g, v in r.resolved.opts.items()} == want, (task, k)
+            assert r.resolved.n_hidden == {"Table 3": 116, "Table 4": 130}[table]
+            assert r.row.source == f"Appendix A.3, {table} row {k}" and r.resolved.paper_source == r.row.source
+            printed = ({"test_acc": numbers[tasks.index(task)]} if table == "Table 3"     # Unperm. | Perm.
+                       else {"first_step_below_baseline": numbers[0], "final_loss": numbers[1]})  # Iter. | It. MSE
+            assert r.row.reported == pytest.approx(printed), (task, k)
+            assert f"({table} row {k})" in r.label()
+    # row 1 is the main setting: the very runs of Table 1 / Figure 4 (a done run counts for both)
+    main_artefact = {"Table 3": "table1", "Table 4": "copying"}[table]
+    main = {(r.resolved.task, r.resolved.seq_len, r.config_hash) for r in rp.plan(main_artefact, "paper", 1)
+            if r.model == "scurnn"}
+    assert all((r.resolved.task, r.resolved.seq_len, r.config_hash) in main for r in runs
+               if r.row.source.endswith("row 1"))
+    assert not any((r.resolved.task, r.resolved.seq_len, r.config_hash) in main for r in runs
+                   if not r.row.source.endswith("row 1"))
+    # these rows never become a plain run's default or the leaderboard's paper row
+    from bench.paper import PAPER_SETTINGS
+
+    assert not [s for s in PAPER_SETTINGS if s.source.startswith("Appendix")]
+
+
+def test_appendix_table_renders_one_row_per_optimizer_setting(tmp_path):
+    runs = rp.plan("table4", "smoke", 2, runs_dir=str(tmp_path))
+    rng = np.random.default_rng(3)
+    values = {}
+    for r in runs:
+        v = float(rng.uniform(0.1, 0.9))
+        values.setdefault(r.row.source, []).append(v)
+        _fake_result(tmp_path, r, {"final_train_loss": v, "first_step_below_baseline": 40.0})
+    md, text_csv = rp.render("table4", "smoke", runs, rp.load_existing(tmp_path))
+    headers, body = _md_table_rows(md, "model")
+    col = {h: i for i, h in enumerate(headers)}
+    assert len(body) == 5 and headers[:3] == ["model", "optimizers", "n"]
+    assert body[0][1] == "A RMSProp 1e-4, D Adam 1e-4, other RMSProp 1e-3"
+    assert body[3][1] == "A RMSProp 1e-4, D RMSProp 1e-5, other RMSProp 1e-3"
+    for k, row in enumerate(body, 1):
+        vals = values[f"Appendix A.3, Table 4 row {k}"]
+        assert row[col["final CE: ours"]] == f"{np.mean(vals):.4g} ± {np.std(vals, ddof=1):.2g} (2 seeds)"
+    assert [row[col["final CE: paper"]] for row in body] == ["0.00025", "0.00072", "0.00019", "0.001", "0.00072"]
+    assert [row[col["first step < baseline: paper"]] for row in body] == ["300", "600", "300", "350", "600"]
+    lines = list(csv.DictReader(io.StringIO(text_csv)))
+    assert len(lines) == 10 and lines[0]["optimizers"] == body[0][1]
+    assert "the paper's number for this row" in md
+    with pytest.raises(Exception, match="--with-new-models does not apply to table4"):
+        rp.plan("table4", "smoke", 1, with_new_models=True)
