@@ -541,3 +541,25 @@ def test_appendix_table_renders_one_row_per_optimizer_setting(tmp_path):
     assert "the paper's number for this row" in md
     with pytest.raises(Exception, match="--with-new-models does not apply to table4"):
         rp.plan("table4", "smoke", 1, with_new_models=True)
+
+
+def test_the_leaderboard_puts_each_appendix_rows_own_number_beside_its_runs(tmp_path):
+    """A run of Table 3 row k shows row k's printed accuracy in the leaderboard's paper column, not
+    Table 1's number for the same model and size (row 1 is that setting: the same number)."""
+    from bench.leaderboard import aggregate
+    from bench.tasks import build_task
+
+    info = json.loads(json.dumps(build_task("mnist").info(), default=str))     # as result.json holds it
+    runs = [r for r in rp.plan("table3", "paper", 1, runs_dir=str(tmp_path)) if r.resolved.task == "mnist"]
+    for r in runs:
+        path = _fake_result(tmp_path, r, {"best_test_acc": 0.5, "test_acc": 0.5}) / "result.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "task_info": info}))
+    by_hash = {row.config_hash: row for row in aggregate(rp.load_existing(tmp_path))}
+    printed = [float(line[3]) for line in
+               (row.split("\t") for row in PAPER_TEXT.read_text().split("Table 3:")[1].split("Table 4:")[0]
+                .splitlines()) if len(line) == 5 and line[0] != "A"]
+    assert len(printed) == 6
+    for k, (r, want) in enumerate(zip(runs, printed), 1):
+        row = by_hash[r.config_hash]
+        assert list(row.paper.values()) == [pytest.approx(want)], (k, row.paper)
+        assert row.paper_source == f"Appendix A.3, Table 3 row {k}"

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from bench.columns import Column
 from bench.paper import PROTOCOLS, paper_rows, run_protocol
+from bench.paper_appendix import APPENDIX_SETTINGS
 
 from .facts import columns_for
 
@@ -104,10 +105,13 @@ def budget_label(c: dict) -> str:
     return f"{text} × {batch}" if batch else text
 
 
-def paper_values(model: str, task: str, n_hidden, protocol: str | None):
+def paper_values(model: str, task: str, n_hidden, protocol: str | None, source: str | None = None):
     """The paper's reported numbers for exactly this model, task and hidden size under ``protocol``,
-    and the row they come from (its ``source``, ``level``); ``({}, None)`` if there are none."""
-    for s in paper_rows(model, task):
+    and the row they come from (its ``source``, ``level``); ``({}, None)`` if there are none. A run
+    made from one of the appendix's optimizer rows (its config's ``paper_source``) gets that row's
+    numbers, not those of the main setting of its size."""
+    appendix = [s for s in APPENDIX_SETTINGS if source and s.source == source and (s.model, s.task) == (model, task)]
+    for s in appendix + paper_rows(model, task):
         if s.reported and s.n_hidden == n_hidden and protocol is not None and s.protocol == protocol:
             return dict(s.reported), s
     return {}, None
@@ -162,7 +166,7 @@ def aggregate(results: list[dict]) -> list[Row]:
             cells[col.label] = stat([r["metrics"].get(used) for r in done], len(done), used)
         n_hidden = first.get("n_hidden", c.get("n_hidden"))
         protocol, no_paper = run_protocol(first["task"], c, first.get("task_info"), first.get("n_params"))
-        paper, prow = paper_values(first["model"], first["task"], n_hidden, protocol)
+        paper, prow = paper_values(first["model"], first["task"], n_hidden, protocol, c.get("paper_source"))
         rows.append(Row(
             task=first["task"], model=first["model"], config_hash=first["config_hash"], n_hidden=n_hidden,
             n_params=sorted({r.get("n_params") for r in runs if r.get("n_params") is not None}),
