@@ -161,3 +161,22 @@ def test_two_nodes_share_the_study_and_a_sigkilled_node_loses_nothing(tmp_path, 
     assert local.returncode == 0 and "all 14 runs already done" in local.stderr and local.stdout == out
     assert study.user_attrs["bench"]["reproduce"] == "adding/smoke"
     _assert_nowhere(PASSWORD, [tmp_path], [text for pair in outs.values() for text in pair], pg_url)
+
+
+@pytest.mark.slow
+def test_a_submitit_array_runs_the_artefact_and_the_submitter_prints_the_table(tmp_path):
+    """`--launcher submitit-local --workers 2 --wait`: the job array (local processes, as on SLURM)
+    takes the runs from the journal study; the submitting command waits and prints the table."""
+    runs_dir, storage = tmp_path / "runs", tmp_path / "j.journal"
+    submitter = _cli("table4", "--runs-dir", str(runs_dir), "--storage", str(storage), "--launcher", "submitit-local",
+                     "--workers", "2", "--wait", cwd=tmp_path)
+    out, err = submitter.communicate(timeout=600)
+    assert submitter.returncode == 0, err[-3000:]
+    planned = rp.plan("table4", "smoke", runs_dir=str(runs_dir))
+    assert set(_results(runs_dir)) == {(r.config_hash, r.seed) for r in planned}
+    study = load(default_study("table4", "smoke"), runs_dir, str(storage))
+    assert sorted(t.params["run"] for t in study.trials) == list(range(5))
+    assert {t.state for t in study.trials} == {TrialState.COMPLETE}
+    assert submitter.pid not in {t.user_attrs["owner"]["pid"] for t in study.trials}    # the array ran them
+    assert out.startswith("# Table 4: scuRNN") and "5 of 5 runs done" in err
+    assert (runs_dir / "slurm" / default_study("table4", "smoke")).is_dir()
