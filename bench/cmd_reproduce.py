@@ -83,8 +83,7 @@ def _study_request(args) -> bool:
     if args.storage or args.storage_file:
         resolve_storage_args(args)
         return True
-    given = [f for f, v in (("--launcher", args.launcher != "local"), ("--study", args.study),
-                            ("--wait", args.wait), ("--heartbeat", args.heartbeat != 60)) if v]
+    given = [flag for flag, dest, default in args.cluster_flags if getattr(args, dest) != default]
     if given:
         raise ConfigError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} only with --storage (the "
                           f"runs as a study that workers on other nodes take); add --storage PATH_OR_URL or drop "
@@ -126,6 +125,7 @@ def register(sub) -> None:
     g = p.add_argument_group(
         "cluster", "With --storage the runs become a study that workers on every node take (the same command "
                    "on each node, or --launcher slurm); as fault-tolerant as `bench sweep`.")
-    add_cluster_arguments(g, storage_default="none: the runs are run here by --workers processes, no study",
-                          study_default="reproduce-ARTEFACT-SCALE")
-    p.set_defaults(func=cmd_reproduce)
+    actions = add_cluster_arguments(g, storage_default="none: the runs are run here by --workers processes, no study",
+                                    study_default="reproduce-ARTEFACT-SCALE")
+    p.set_defaults(func=cmd_reproduce, cluster_flags=[(a.option_strings[0], a.dest, a.default) for a in actions
+                                                      if a.dest not in ("storage", "storage_file")])

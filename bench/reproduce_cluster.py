@@ -68,7 +68,12 @@ def run_study(artefact: str, scale: str, runs: list[PlannedRun], args, say) -> t
         if args.launcher != "local":
             launch_array(sweep, args)
         else:
-            failed_workers = run_workers(sweep, args.workers)
+            try:
+                failed_workers = run_workers(sweep, args.workers)
+            except KeyboardInterrupt:
+                say("interrupted: the runs in progress went back to the study with their checkpoints; the same "
+                    "command continues them")
+                raise
             if failed_workers:
                 say(f"{failed_workers} worker process(es) exited with an error (see above)")
     failed, elsewhere = _unfinished(sweep, runs)

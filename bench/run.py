@@ -60,6 +60,8 @@ def _quiet_lightning():
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
     warnings.filterwarnings("ignore", message=".*The number of training batches.*")
+    # a resumed run continues in its own folder, whose checkpoints are what it resumes from
+    warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
 
 
 # The thread count bench chose for a CPU run in this process (None: it has not chosen), so that a

@@ -434,6 +434,7 @@ def test_unknown_artefact_is_one_line_naming_it_and_the_known_ones(tmp_path):
     ([], ["table1", "--list"]),
     (["table2", "--scale", "smoke"], ["timit", "--data-dir"]),            # TIMIT's data: checked before any run
     (["adding", "--launcher", "slurm", "--wait"], ["--launcher, --wait", "--storage"]),   # cluster flags need a study
+    (["adding", "--partition", "gpu"], ["--partition", "--storage"]),
 ])
 def test_bad_input_is_one_line_and_exit_2_before_any_work(tmp_path, capsys, argv, words):
     runs = tmp_path / "runs"

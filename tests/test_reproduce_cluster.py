@@ -5,6 +5,7 @@ joining the study with another plan (refused)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -180,3 +181,35 @@ def test_a_submitit_array_runs_the_artefact_and_the_submitter_prints_the_table(t
     assert submitter.pid not in {t.user_attrs["owner"]["pid"] for t in study.trials}    # the array ran them
     assert out.startswith("# Table 4: scuRNN") and "5 of 5 runs done" in err
     assert (runs_dir / "slurm" / default_study("table4", "smoke")).is_dir()
+
+
+def test_sigterm_gives_the_running_run_back_with_its_checkpoint(tmp_path):
+    """SIGTERM (a preempted node) while a cpu-scale run trains: exit 130 with one line saying how to
+    continue and no traceback; the run's trial is re-queued with the absolute path of its folder,
+    which holds the preemption checkpoint the next worker resumes from."""
+    storage = tmp_path / "j.journal"
+    node = _cli("table4", "--scale", "cpu", "--runs-dir", "runs", "--storage", str(storage), cwd=tmp_path)
+    study, deadline = None, time.time() + 120
+    try:
+        while time.time() < deadline and node.poll() is None:
+            time.sleep(0.2)
+            with contextlib.suppress(Exception):         # not created yet
+                study = load(default_study("table4", "cpu"), tmp_path / "runs", str(storage))
+                if any(t.user_attrs.get("run_dir") for t in study.get_trials(states=(TrialState.RUNNING,))):
+                    break
+        time.sleep(2)                                                     # in the training loop by now
+        node.send_signal(signal.SIGTERM)
+        out, err = node.communicate(timeout=120)
+    finally:
+        if node.poll() is None:
+            node.kill()
+    assert node.returncode == 130 and out == "" and "Traceback" not in err, err[-3000:]
+    assert "the same command continues them" in err
+    study = load(default_study("table4", "cpu"), tmp_path / "runs", str(storage))
+    stopped = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert len(stopped) == 1 and stopped[0].user_attrs["outcome"] == "preempted"      # SIGTERM, as a cluster sends
+    retry = [t for t in study.trials if t.user_attrs.get("retried_from") == stopped[0].number]
+    assert len(retry) == 1 and retry[0].state == TrialState.WAITING
+    folder = Path(retry[0].user_attrs["resume_dir"])
+    assert folder.is_absolute() and folder == Path(stopped[0].user_attrs["run_dir"])
+    assert (folder / "checkpoints" / "preempt.ckpt").is_file() and not (folder / "result.json").exists()

@@ -190,33 +190,39 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_sweep)
 
 
-def add_cluster_arguments(g, *, storage_default: str, study_default: str) -> None:
+def add_cluster_arguments(g, *, storage_default: str, study_default: str) -> list:
     """The flags that put a study's workers on a cluster: launcher, SLURM options, storage, study
-    name, heartbeat (``bench sweep`` and ``bench reproduce --storage``)."""
+    name, heartbeat (``bench sweep`` and ``bench reproduce --storage``). Returns their actions."""
     from bench.flags import nonneg_int as _nonneg, positive_int as _pos
 
-    g.add_argument("--launcher", choices=("local", "slurm", "submitit-local"), default="local",
-                   help="local: worker processes here (default); slurm: a SLURM job array through submitit "
-                        "(requeued on preemption); submitit-local: the same array as local processes")
-    g.add_argument("--partition", help="SLURM partition (--launcher slurm)")
-    g.add_argument("--account", help="SLURM account to charge (--launcher slurm)")
-    g.add_argument("--qos", help="SLURM quality of service (--launcher slurm)")
-    g.add_argument("--mem", help="SLURM memory per worker, e.g. 32G (--launcher slurm)")
-    g.add_argument("--constraint", help="SLURM node features, e.g. a100 (--launcher slurm)")
-    g.add_argument("--setup", action="append", metavar="LINE",
-                   help="shell line run in each job before the worker, e.g. 'module load cuda' (repeatable)")
-    g.add_argument("--gpus-per-worker", type=_nonneg, default=0, help="GPUs per array task (default 0)")
-    g.add_argument("--timeout-min", type=_pos, default=24 * 60, help="time limit per array task (default 1440)")
-    g.add_argument("--slurm-dir", help="submitit job folder, on shared storage (default RUNS_DIR/slurm/STUDY)")
-    g.add_argument("--wait", action="store_true",
-                   help="with a launcher: wait for the array and print the status; a local worker: stay while any "
-                        "trial runs anywhere (default: leave when nothing is left to run here)")
-    g.add_argument("--storage", help="journal file path, or postgresql://USER@HOST[:PORT]/DB for several nodes "
-                                     f"(default: {storage_default}). Keep passwords off the command line: "
-                                     "PGPASSWORD, ~/.pgpass, or --storage-file")
-    g.add_argument("--storage-file", metavar="PATH",
-                   help="read the storage URL from the first line of PATH (e.g. mode 0600 on shared storage)")
-    g.add_argument("--study", help=f"study name (default {study_default}); same name + storage = same study")
-    g.add_argument("--heartbeat", type=_pos, default=60, metavar="SECONDS",
-                   help="heartbeat interval for database storage; a trial silent for 2x this is failed "
-                        "and re-run (default 60)")
+    actions = []
+
+    def add(*names, **kw) -> None:
+        actions.append(g.add_argument(*names, **kw))
+
+    add("--launcher", choices=("local", "slurm", "submitit-local"), default="local",
+        help="local: worker processes here (default); slurm: a SLURM job array through submitit "
+             "(requeued on preemption); submitit-local: the same array as local processes")
+    add("--partition", help="SLURM partition (--launcher slurm)")
+    add("--account", help="SLURM account to charge (--launcher slurm)")
+    add("--qos", help="SLURM quality of service (--launcher slurm)")
+    add("--mem", help="SLURM memory per worker, e.g. 32G (--launcher slurm)")
+    add("--constraint", help="SLURM node features, e.g. a100 (--launcher slurm)")
+    add("--setup", action="append", metavar="LINE",
+        help="shell line run in each job before the worker, e.g. 'module load cuda' (repeatable)")
+    add("--gpus-per-worker", type=_nonneg, default=0, help="GPUs per array task (default 0)")
+    add("--timeout-min", type=_pos, default=24 * 60, help="time limit per array task (default 1440)")
+    add("--slurm-dir", help="submitit job folder, on shared storage (default RUNS_DIR/slurm/STUDY)")
+    add("--wait", action="store_true",
+        help="with a launcher: wait for the array and print the status; a local worker: stay while any "
+             "trial runs anywhere (default: leave when nothing is left to run here)")
+    add("--storage", help="journal file path, or postgresql://USER@HOST[:PORT]/DB for several nodes "
+                          f"(default: {storage_default}). Keep passwords off the command line: "
+                          "PGPASSWORD, ~/.pgpass, or --storage-file")
+    add("--storage-file", metavar="PATH",
+        help="read the storage URL from the first line of PATH (e.g. mode 0600 on shared storage)")
+    add("--study", help=f"study name (default {study_default}); same name + storage = same study")
+    add("--heartbeat", type=_pos, default=60, metavar="SECONDS",
+        help="heartbeat interval for database storage; a trial silent for 2x this is failed "
+             "and re-run (default 60)")
+    return actions

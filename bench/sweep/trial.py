@@ -134,7 +134,7 @@ def _requeue(study, trial, outcome: str, desc: str, started: float, retried_from
         if attempt:
             attrs["attempt"] = attempt
         if run_dir:
-            attrs["resume_dir"] = run_dir
+            attrs["resume_dir"] = str(Path(run_dir).resolve())    # a worker elsewhere may start in another folder
         study.enqueue_trial(dict(trial.params), user_attrs=attrs)
     finally:
         signal.signal(signal.SIGINT, old)
