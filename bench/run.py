@@ -97,6 +97,14 @@ def choose_threads(requested: int | None, *, on_cpu: bool, omp_env: str | None, 
     return min(DEFAULT_CPU_THREADS, usable), DEFAULT_THREADS_REASON
 
 
+def trains_on_cpu(cfg: RunConfig) -> bool:
+    """Whether Lightning will train this run on the CPU."""
+    import torch
+
+    return cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()
+                                   and not torch.backends.mps.is_available())
+
+
 def set_threads(cfg: RunConfig) -> dict:
     """Set torch's intra-op threads for the run (:func:`choose_threads`); returns what
     result.json records: ``{"count": n, "reason": ...}``."""
@@ -108,8 +116,7 @@ def set_threads(cfg: RunConfig) -> dict:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:                      # not Linux
         usable = os.cpu_count() or 1
-    on_cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()
-                                     and not torch.backends.mps.is_available())
+    on_cpu = trains_on_cpu(cfg)
     count, reason = choose_threads(cfg.threads, on_cpu=on_cpu, omp_env=os.environ.get("OMP_NUM_THREADS"),
                                    current=torch.get_num_threads(), usable=usable,
                                    chosen_before=_CHOSEN_THREADS[0])
@@ -195,6 +202,7 @@ def _run(cfg: RunConfig, *, callbacks: list | None, resume_dir: str | Path | Non
         cfg = resolve(cfg)
     from lightning.pytorch.loggers import CSVLogger
 
+    from bench.models import fastpath_native
     from bench.tasks import build_task
     from bench.tracking import finish_wandb, make_loggers, result_summary
 
@@ -206,6 +214,9 @@ def _run(cfg: RunConfig, *, callbacks: list | None, resume_dir: str | Path | Non
     task = build_task(cfg.task, seq_len=cfg.seq_len, data_dir=cfg.data_dir, data_seed=cfg.data_seed)
     datamodule = task.datamodule(cfg.batch_size)  # data errors surface before the run dir exists
     datamodule.track_test = bool(cfg.track_test)
+    # the fused recurrence's loops (result.json's recurrence_kernel), built before the run dir exists
+    # and before training, so that a first build's note stays out of the progress bar
+    kernel = fastpath_native.status(on_cpu=trains_on_cpu(cfg))
     run_dir, ckpt_path, earlier = _open_run_dir(cfg, resume_dir)
 
     threads = set_threads(cfg)
@@ -229,7 +240,7 @@ def _run(cfg: RunConfig, *, callbacks: list | None, resume_dir: str | Path | Non
 
     result = _result_record(cfg, task, module.model, run_dir, status=status, error=error, tests=tests,
                             global_step=int(trainer.global_step), wall=wall, parts=parts, checkpoint=checkpoint,
-                            wandb={"mode": mode, "id": wandb_id}, threads=threads)
+                            wandb={"mode": mode, "id": wandb_id}, threads=threads, kernel=kernel)
     write_result(run_dir, result)
     finish_wandb(EXIT_CODES[status], summary=result_summary(result), status=status)   # W&B: a view of the file
     for leftover in (run_dir / "preempted.json", run_dir / "checkpoints" / PREEMPT_CKPT):
@@ -301,7 +312,7 @@ def _stopped_part(run_dir: Path, status: str, step: int, wall: float, parts: lis
 
 
 def _result_record(cfg: RunConfig, task, model, run_dir: Path, *, status, error, tests, global_step, wall, parts,
-                   checkpoint, wandb, threads) -> dict:
+                   checkpoint, wandb, threads, kernel) -> dict:
     """result.json's content: the resolved config, the metrics from the curves and the tests, and
     where everything is."""
     from bench.tracking import wandb_mode
@@ -338,6 +349,7 @@ def _result_record(cfg: RunConfig, task, model, run_dir: Path, *, status, error,
         "library_versions": library_versions(),
         "hardware": hardware(),
         "threads": threads,
+        "recurrence_kernel": kernel,
         "command": mask_text(" ".join(sys.argv)) if sys.argv else None,
         "run_dir": str(run_dir),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

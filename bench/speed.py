@@ -40,6 +40,7 @@ import time
 
 import torch
 
+from bench.models import fastpath_native
 from bench.speed_memory import memory_probe
 from bench.speed_models import build, infer_step, model_specs, train_step
 
@@ -129,7 +130,8 @@ def speed_table(names: list[str], task: str, *, budget: int | None = None, hidde
     report = {"task": task, "d_input": specs[0]["d_input"], "d_output": specs[0]["d_output"], "device": str(dev),
               "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
               "cpu": platform.processor() or platform.machine(), "repeats": repeats, "warmup": warmup,
-              "loadavg_start": loadavg(), "memory_measure": None, "rows": []}
+              "loadavg_start": loadavg(), "memory_measure": None, "rows": [],
+              "recurrence_kernel": fastpath_native.status(on_cpu=dev.type == "cpu")}
     for T in seq_lens:
         for B in batches:
             g = torch.Generator().manual_seed(0)
@@ -216,7 +218,8 @@ def scaling(rows: list[dict]) -> list[dict]:
 
 def print_report(report: dict, out=print) -> None:
     out(f"bench speed: task {report['task']} (m={report['d_input']}, p={report['d_output']}), device "
-        f"{report['device']}, {report['threads']} threads, torch {report['torch']}, median of {report['repeats']} "
+        f"{report['device']}, {report['threads']} threads, torch {report['torch']}, fused recurrence: "
+        f"{report['recurrence_kernel']['kernel']} loops, median of {report['repeats']} "
         f"interleaved rounds after {report['warmup']} warm-up; load average {report['loadavg_start']} -> "
         f"{report['loadavg_end']}")
     out(f"{'model':<14} {'n':>5} {'params':>8} {'T':>5} {'B':>4} {'train seq/s':>11} {'xLSTM':>6} "

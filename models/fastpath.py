@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.errors import ConfigError, UnknownNameError
+from . import fastpath_native
 from .unitary import MODRELU_EPS, modrelu_real_, modrelu_scale_
 
 # Activations with their bias convention: "modrelu_complex" acts on a [Re | Im] state of 2n with
@@ -67,8 +68,10 @@ def recurrence(xu: torch.Tensor, h0: torch.Tensor, W: torch.Tensor, bias: torch.
         return _Recurrence.apply(xu, h0, W, bias, cfg)
     with torch.no_grad():
         Z = _time_major(xu)
-        _forward(Z, Z, h0, W, bias, cfg)              # in place: Z becomes H
-        return Z.transpose(0, 1)
+        native = _native(Z)
+        H = torch.empty_like(Z) if native and activation == "modrelu_complex" else Z
+        _forward(Z, H, h0, W, bias, cfg, native)      # the Python loops work in place: Z becomes H
+        return H.transpose(0, 1)
 
 
 def _config(xu, h0, W, bias, activation, eps, eps_sqrt, slope) -> tuple:
@@ -102,9 +105,18 @@ def _scalars(Z: torch.Tensor, cfg) -> tuple[torch.Tensor, torch.Tensor]:
     return Z.new_tensor(cfg[2]), Z.new_tensor(cfg[1])
 
 
-def _forward(Z: torch.Tensor, H: torch.Tensor, h0, W, bias, cfg) -> None:
-    """Z (L, B, d) holds xu and receives the pre-activations; H receives the states (H may be Z)."""
+def _native(Z: torch.Tensor):
+    """The compiled loops (models/fastpath_native.py) for a CPU tensor, else ``None``."""
+    return fastpath_native.kernel() if Z.device.type == "cpu" else None
+
+
+def _forward(Z: torch.Tensor, H: torch.Tensor, h0, W, bias, cfg, native=None) -> None:
+    """Z (L, B, d) holds xu and receives the pre-activations; H receives the states (H may be Z;
+    the compiled loops want H separate for complex modReLU and H is Z for the others)."""
     activation, eps, eps_sqrt, slope = cfg
+    if native is not None:
+        native.forward(Z, H, h0, W, bias, ACTIVATIONS.index(activation), eps, eps_sqrt, slope)
+        return
     L, B, d = Z.shape
     h = h0.expand(B, d)
     if activation == "modrelu_complex":
@@ -135,11 +147,11 @@ class _Recurrence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xu, h0, W, bias, cfg):
         Z = _time_major(xu.detach())
-        ctx.cfg = cfg
+        ctx.cfg, ctx.native = cfg, _native(Z)
         # complex modReLU keeps z and recomputes |z|_eps, s and H = z s block by block in the
         # backward; the real activations keep H only (computed in place of z)
         H = torch.empty_like(Z) if cfg[0] == "modrelu_complex" else Z
-        _forward(Z, H, h0.detach(), W.detach(), None if bias is None else bias.detach(), cfg)
+        _forward(Z, H, h0.detach(), W.detach(), None if bias is None else bias.detach(), cfg, ctx.native)
         ctx.save_for_backward(h0, W, bias, Z)
         return H.transpose(0, 1)
 
@@ -155,9 +167,17 @@ class _Recurrence(torch.autograd.Function):
         Gs, Wt = G.unbind(0), W.T
         dW = G.new_zeros(d, d) if need_W else None
         dbias = G.new_zeros(bias.shape) if need_b else None
+        if ctx.native is not None:
+            complex_ = activation == "modrelu_complex"
+            db = ctx.native.backward(G, Z, H, Wt, bias, ACTIVATIONS.index(activation), eps, eps_sqrt, slope,
+                                     dW, max(1, CHUNK // (B * d)))      # complex modReLU: dW too, in blocks
+            if need_b:
+                dbias = db
+            if need_W and L > 1 and not complex_:
+                dW.addmm_(H[:-1].reshape(-1, d).T, G[1:].reshape(-1, d))
         # The per-step activation factors are computed for a block of steps at a time: bulk ops
         # on blocks that stay in cache, and no state-sized scratch buffer (no page faults either).
-        if activation == "modrelu_complex":
+        elif activation == "modrelu_complex":
             n = d // 2
             k = max(1, CHUNK // (B * n))
             e_sqrt, e = _scalars(Z, ctx.cfg)

@@ -1,4 +1,5 @@
-"""The fast recurrence (models/fastpath.py) against the plain autograd loop (unitary.unroll).
+"""The fast recurrence (models/fastpath.py) against the plain autograd loop (unitary.unroll),
+with its PyTorch loops and with its compiled ones (the ``kernel`` fixture).
 
 Outputs and the gradients of every input (xu, h0, W, bias) agree to 1e-5 in float32 and 1e-10
 in float64 (relative to the largest entry), for every activation and both h0 shapes; scuRNN
@@ -27,6 +28,14 @@ PLAIN = {
 }
 
 
+@pytest.fixture(params=["torch", "native"])
+def kernel(request, monkeypatch):
+    """The fused recurrence's PyTorch loops (the reference) and its compiled ones
+    (models/fastpath_native.py), each against the plain autograd loop."""
+    monkeypatch.setenv("BENCH_KERNEL", request.param)
+    return request.param
+
+
 def _close(got, want, tol, what):
     scale = max(1.0, want.abs().max().item())
     err = (got - want).abs().max().item()
@@ -51,7 +60,7 @@ def _inputs(activation, dtype, h0_rows, B=3, L=12, d=8, seed=0):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("h0_rows", [1, 3])
 @pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_fast_equals_plain(activation, h0_rows, dtype):
+def test_fast_equals_plain(activation, h0_rows, dtype, kernel):
     xu, h0, W, bias = _inputs(activation, dtype, h0_rows)
     leaves = [t for t in (xu, h0, W, bias) if t is not None]
     grad_out = torch.randn(xu.shape, generator=torch.Generator().manual_seed(1), dtype=dtype)
@@ -71,7 +80,7 @@ def test_fast_equals_plain(activation, h0_rows, dtype):
 
 @pytest.mark.parametrize("steps_per_block", [1, 5])
 @pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_backward_in_blocks_of_steps(activation, steps_per_block, monkeypatch):
+def test_backward_in_blocks_of_steps(activation, steps_per_block, monkeypatch, kernel):
     """The backward works through blocks of steps; block edges (here 12 = 5 + 5 + 2 steps) change nothing."""
     import bench.models.fastpath as fastpath
 
@@ -87,7 +96,7 @@ def test_backward_in_blocks_of_steps(activation, steps_per_block, monkeypatch):
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_no_grad_path_and_partial_grads(activation):
+def test_no_grad_path_and_partial_grads(activation, kernel):
     """Without gradients the in-place loop gives the same states; with only W trainable
     (h0 a buffer, as in scoRNN) the W-gradient still matches."""
     xu, h0, W, bias = _inputs(activation, torch.float64, 1)
@@ -103,7 +112,7 @@ def test_no_grad_path_and_partial_grads(activation):
     _close(gf, gp, 1e-10, "dW")
 
 
-def test_single_step_and_batch_of_one():
+def test_single_step_and_batch_of_one(kernel):
     for B, L in ((1, 5), (4, 1)):
         xu, h0, W, bias = _inputs("modrelu_complex", torch.float64, 1, B=B, L=L)
         fast = recurrence(xu, h0, W, bias)
@@ -114,7 +123,7 @@ def test_single_step_and_batch_of_one():
             _close(a, b, 1e-10, "grad")
 
 
-def test_eurnn_modrelu_through_eps_options():
+def test_eurnn_modrelu_through_eps_options(kernel):
     """EURNN's modReLU, (z/|z|_e) ReLU(|z|_e + b) with |z|_e = sqrt(|z|^2 + 1e-12) + eps, is the
     fast path's complex modReLU with bias b + eps, eps, and eps_sqrt = 1e-12."""
     eurnn = pytest.importorskip("bench.models.eurnn")
