@@ -202,6 +202,7 @@ def _run(cfg: RunConfig, *, callbacks: list | None, resume_dir: str | Path | Non
         cfg = resolve(cfg)
     from lightning.pytorch.loggers import CSVLogger
 
+    from bench.allocator import keep_freed_memory
     from bench.models import fastpath_native
     from bench.tasks import build_task
     from bench.tracking import finish_wandb, make_loggers, result_summary
@@ -219,7 +220,7 @@ def _run(cfg: RunConfig, *, callbacks: list | None, resume_dir: str | Path | Non
     kernel = fastpath_native.status(on_cpu=trains_on_cpu(cfg))
     run_dir, ckpt_path, earlier = _open_run_dir(cfg, resume_dir)
 
-    threads = set_threads(cfg)
+    threads, allocator = set_threads(cfg), keep_freed_memory()
     module = build_module(cfg, task)
     loggers, mode, wandb_id = make_loggers(cfg, run_dir, metric=task.metric, metric_mode=task.metric_mode)
     if ckpt_path is not None:   # a resumed part logs beside the earlier ones; read_curves joins them
@@ -240,7 +241,8 @@ def _run(cfg: RunConfig, *, callbacks: list | None, resume_dir: str | Path | Non
 
     result = _result_record(cfg, task, module.model, run_dir, status=status, error=error, tests=tests,
                             global_step=int(trainer.global_step), wall=wall, parts=parts, checkpoint=checkpoint,
-                            wandb={"mode": mode, "id": wandb_id}, threads=threads, kernel=kernel)
+                            wandb={"mode": mode, "id": wandb_id}, threads=threads, kernel=kernel,
+                            allocator=allocator)
     write_result(run_dir, result)
     finish_wandb(EXIT_CODES[status], summary=result_summary(result), status=status)   # W&B: a view of the file
     for leftover in (run_dir / "preempted.json", run_dir / "checkpoints" / PREEMPT_CKPT):
@@ -312,7 +314,7 @@ def _stopped_part(run_dir: Path, status: str, step: int, wall: float, parts: lis
 
 
 def _result_record(cfg: RunConfig, task, model, run_dir: Path, *, status, error, tests, global_step, wall, parts,
-                   checkpoint, wandb, threads, kernel) -> dict:
+                   checkpoint, wandb, threads, kernel, allocator) -> dict:
     """result.json's content: the resolved config, the metrics from the curves and the tests, and
     where everything is."""
     from bench.tracking import wandb_mode
@@ -350,6 +352,7 @@ def _result_record(cfg: RunConfig, task, model, run_dir: Path, *, status, error,
         "hardware": hardware(),
         "threads": threads,
         "recurrence_kernel": kernel,
+        "allocator": allocator,
         "command": mask_text(" ".join(sys.argv)) if sys.argv else None,
         "run_dir": str(run_dir),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -40,6 +40,7 @@ import time
 
 import torch
 
+from bench.allocator import keep_freed_memory
 from bench.models import fastpath_native
 from bench.speed_memory import memory_probe
 from bench.speed_models import build, infer_step, model_specs, train_step
@@ -123,6 +124,7 @@ def speed_table(names: list[str], task: str, *, budget: int | None = None, hidde
                 log=print) -> dict:
     """Measure every model at every (T, B); returns the JSON-able report."""
     torch.set_num_threads(threads)
+    allocator = keep_freed_memory()                 # as bench run trains
     dev = torch.device(device)
     if REFERENCE not in names:
         names = [*names, REFERENCE]
@@ -131,7 +133,7 @@ def speed_table(names: list[str], task: str, *, budget: int | None = None, hidde
               "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
               "cpu": platform.processor() or platform.machine(), "repeats": repeats, "warmup": warmup,
               "loadavg_start": loadavg(), "memory_measure": None, "rows": [],
-              "recurrence_kernel": fastpath_native.status(on_cpu=dev.type == "cpu")}
+              "recurrence_kernel": fastpath_native.status(on_cpu=dev.type == "cpu"), "allocator": allocator}
     for T in seq_lens:
         for B in batches:
             g = torch.Generator().manual_seed(0)
@@ -219,7 +221,7 @@ def scaling(rows: list[dict]) -> list[dict]:
 def print_report(report: dict, out=print) -> None:
     out(f"bench speed: task {report['task']} (m={report['d_input']}, p={report['d_output']}), device "
         f"{report['device']}, {report['threads']} threads, torch {report['torch']}, fused recurrence: "
-        f"{report['recurrence_kernel']['kernel']} loops, median of {report['repeats']} "
+        f"{report['recurrence_kernel']['kernel']} loops, allocator: {report['allocator']}, median of {report['repeats']} "
         f"interleaved rounds after {report['warmup']} warm-up; load average {report['loadavg_start']} -> "
         f"{report['loadavg_end']}")
     out(f"{'model':<14} {'n':>5} {'params':>8} {'T':>5} {'B':>4} {'train seq/s':>11} {'xLSTM':>6} "

@@ -34,6 +34,7 @@ def harness_row(name: str, task: str, *, seq_len: int | None, batch: int | None,
 
     from lightning.pytorch.callbacks import Callback
 
+    from bench.allocator import keep_freed_memory
     from bench.config import RunConfig, resolve
     from bench.run import _quiet_lightning, build_module, build_trainer, set_threads
     from bench.tasks import build_task
@@ -45,6 +46,7 @@ def harness_row(name: str, task: str, *, seq_len: int | None, batch: int | None,
                                 max_steps=total, val_every=total, threads=threads, quiet=not progress_bar,
                                 wandb="disabled", runs_dir=tmp, device="cpu"))
         used = set_threads(cfg)
+        keep_freed_memory()                     # what bench run does before training
         _quiet_lightning()
         task_obj = build_task(cfg.task, seq_len=cfg.seq_len, data_dir=cfg.data_dir, data_seed=cfg.data_seed)
         datamodule = task_obj.datamodule(cfg.batch_size)
