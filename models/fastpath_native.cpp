@@ -114,8 +114,9 @@ void forward(torch::Tensor Z, torch::Tensor H, torch::Tensor h0, torch::Tensor W
   TORCH_CHECK(Z.is_contiguous() && H.is_contiguous() && (act == MODRELU_COMPLEX) != H.is_same(Z),
               "fastpath_native.forward: Z and H must be contiguous; H is Z exactly for the real activations");
   torch::Tensor h = h0.expand({B, d});
+  const torch::Tensor bc = bias ? bias->contiguous() : torch::Tensor();     // read by index below
   AT_DISPATCH_FLOATING_TYPES(Z.scalar_type(), "fastpath_native_forward", [&] {
-    const scalar_t* b = bias ? bias->data_ptr<scalar_t>() : nullptr;
+    const scalar_t* b = bc.defined() ? bc.data_ptr<scalar_t>() : nullptr;
     for (int64_t t = 0; t < L; ++t) {
       torch::Tensor zt = Z.select(0, t), ht = H.select(0, t);
       zt.addmm_(h, W);
@@ -146,8 +147,9 @@ torch::Tensor backward(torch::Tensor G, torch::Tensor Z, torch::Tensor H, torch:
   torch::Tensor dbias = bias ? torch::zeros_like(*bias) : torch::Tensor();
   torch::Tensor states = act == MODRELU_COMPLEX ? torch::empty({std::min(block, L), B, d}, G.options())
                                                 : torch::Tensor();
+  const torch::Tensor bc = bias ? bias->contiguous() : torch::Tensor();
   AT_DISPATCH_FLOATING_TYPES(G.scalar_type(), "fastpath_native_backward", [&] {
-    const scalar_t* b = bias ? bias->data_ptr<scalar_t>() : nullptr;
+    const scalar_t* b = bc.defined() ? bc.data_ptr<scalar_t>() : nullptr;
     scalar_t* db = dbias.defined() ? dbias.data_ptr<scalar_t>() : nullptr;
     for (int64_t t0 = block * ((L - 1) / block); t0 >= 0; t0 -= block) {
       const int64_t t1 = std::min(t0 + block, L);

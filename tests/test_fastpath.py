@@ -112,6 +112,20 @@ def test_no_grad_path_and_partial_grads(activation, kernel):
     _close(gf, gp, 1e-10, "dW")
 
 
+def test_strided_bias_and_weights(kernel):
+    """A bias or W that is a strided view (a slice, a transpose) gives the same numbers."""
+    xu, h0, W, bias = _inputs("modrelu_complex", torch.float64, 1)
+    wide = torch.stack([bias.detach(), torch.zeros_like(bias)], 1).requires_grad_()   # (n, 2): column 0 is bias
+    Wt = W.detach().T.contiguous().requires_grad_()
+    fast = recurrence(xu, h0, Wt.T, wide[:, 0])
+    plain = unroll(xu, h0, W, PLAIN["modrelu_complex"](bias))
+    _close(fast, plain, 1e-12, "output")
+    got = torch.autograd.grad(fast.sum(), [wide, Wt])
+    want = torch.autograd.grad(plain.sum(), [bias, W])
+    _close(got[0][:, 0], want[0], 1e-10, "dbias")
+    _close(got[1].T, want[1], 1e-10, "dW")
+
+
 def test_single_step_and_batch_of_one(kernel):
     for B, L in ((1, 5), (4, 1)):
         xu, h0, W, bias = _inputs("modrelu_complex", torch.float64, 1, B=B, L=L)
