@@ -50,7 +50,7 @@ def test_freed_buffers_are_reused_without_page_faults():
     kept, said = _faults("keep")
     assert default >= 500, f"the default allocator should fault in the step's fresh buffers, got {default} a step"
     assert kept * 10 <= default, f"with the thresholds set the step reuses its buffers: {kept} against {default}"
-    assert said.startswith("glibc mmap threshold 32 MB, trim threshold 1 GB")
+    assert said.startswith("glibc mmap threshold") and said.endswith("trim threshold 1 GB (bench's default)")
 
 
 @pytest.mark.skipif(not GLIBC, reason="the thresholds are glibc's")
