@@ -101,7 +101,10 @@ def test_build_killed_holding_torchs_lock_does_not_block_the_next(tmp_path):
     deadline = time.monotonic() + 60
     while lock() is None and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert lock() is not None, "the first build never took torch's lock"
+    if lock() is None:
+        first.kill()
+        out, err = first.communicate()
+        pytest.fail(f"the first build never took torch's lock: {out.decode()} {err.decode()}")
     os.killpg(first.pid, signal.SIGKILL)                  # the compiler too
     first.wait()
     assert lock() is not None, "the killed build should leave torch's lock behind"

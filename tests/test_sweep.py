@@ -249,9 +249,9 @@ def test_grid_with_three_workers_runs_every_combination_exactly_once(tmp_path, m
     space = space_file(tmp_path, SMALL_SPACE)
     points = grid_of(SMALL_SPACE, tmp_path)
     assert len(points) == 16                       # 2 groups x 2 optimizers x 2 rates
-    # trials of about a second each: with FAST's 0.2 s the first worker can finish all 16 before
-    # the spawned ones have imported torch
-    proc = cli_sweep(*TINY, *FAST, "--max-steps", "60", "--val-every", "60", "--runs-dir", "runs", "--space",
+    # trials of a few seconds each: with shorter ones the first worker can finish all 16 before the
+    # spawned ones have imported torch (60 steps took 1.1 s with the compiled recurrence loops)
+    proc = cli_sweep(*TINY, *FAST, "--max-steps", "200", "--val-every", "200", "--runs-dir", "runs", "--space",
                      space, "--workers", "3", "--study", "grid3", "--no-prune", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     study = load("grid3", tmp_path / "runs")
@@ -272,7 +272,7 @@ def test_grid_with_three_workers_runs_every_combination_exactly_once(tmp_path, m
     assert "exited with code" not in proc.stdout + proc.stderr
     # re-running the same command (here in-process, one worker) finds nothing left to do
     monkeypatch.chdir(tmp_path)
-    assert main(["sweep", *TINY, *FAST, "--max-steps", "60", "--val-every", "60", "--runs-dir", "runs",
+    assert main(["sweep", *TINY, *FAST, "--max-steps", "200", "--val-every", "200", "--runs-dir", "runs",
                  "--space", space, "--study", "grid3", "--no-prune"]) == 0
     assert len(load("grid3", tmp_path / "runs").trials) == 16
 
