@@ -119,17 +119,21 @@ def test_build_killed_holding_torchs_lock_does_not_block_the_next(tmp_path):
 
 
 @pytest.mark.skipif(not HAS_COMPILER, reason="no C++ compiler: the compiled loops cannot be built here")
-def test_result_json_and_bench_speed_name_the_loops(tmp_path):
-    """A run records the loops its fused recurrence ran, and the choice reaches a subprocess."""
-    env = {**os.environ, "WANDB_MODE": "disabled", "BENCH_KERNEL": "torch"}
-    cmd = ["bench", "run", "--model", "scornn", "--task", "copying", "--seq-len", "10", "--max-steps", "3",
-           "--val-every", "3", "--runs-dir", str(tmp_path), "--quiet", "--wandb", "disabled"]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+def test_result_json_and_bench_speed_name_the_loops(tmp_path, monkeypatch, capsys):
+    """A run records the loops its fused recurrence ran (and bench/allocator.py's setting)."""
+    from bench.allocator import keep_freed_memory
+    from bench.cli import main
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setenv("BENCH_KERNEL", "torch")
+    assert main(["run", "--model", "scornn", "--task", "copying", "--seq-len", "10", "--max-steps", "3",
+                 "--val-every", "3", "--runs-dir", str(tmp_path), "--quiet", "--wandb", "disabled"]) == 0
     (path,) = Path(tmp_path).glob("copying/scornn/*/result.json")
-    assert json.loads(path.read_text())["recurrence_kernel"] == {"kernel": "torch", "reason": "BENCH_KERNEL=torch"}
-    speed = subprocess.run(["bench", "speed", "--task", "copying", "--seq-len", "5", "--batch", "2", "--model",
-                            "scornn", "--repeats", "1", "--warmup", "0", "--no-memory", "--no-floor"],
-                           env={**env, "BENCH_KERNEL": "native"}, capture_output=True, text=True, timeout=300)
-    assert speed.returncode == 0, speed.stderr
-    assert "fused recurrence: native loops" in speed.stdout
+    result = json.loads(path.read_text())
+    assert result["recurrence_kernel"] == {"kernel": "torch", "reason": "BENCH_KERNEL=torch"}
+    assert result["allocator"] == keep_freed_memory()
+    monkeypatch.setenv("BENCH_KERNEL", "native")
+    capsys.readouterr()
+    assert main(["speed", "--task", "copying", "--seq-len", "5", "--batch", "2", "--model", "scornn", "--repeats",
+                 "1", "--warmup", "0", "--no-memory", "--no-floor"]) == 0
+    assert "fused recurrence: native loops" in capsys.readouterr().out
