@@ -69,7 +69,7 @@ def recurrence(xu: torch.Tensor, h0: torch.Tensor, W: torch.Tensor, bias: torch.
     with torch.no_grad():
         Z = _time_major(xu)
         native = _native(Z)
-        H = torch.empty_like(Z) if native and activation == "modrelu_complex" else Z
+        H = torch.empty_like(Z) if native is not None and activation == "modrelu_complex" else Z
         _forward(Z, H, h0, W, bias, cfg, native)      # the Python loops work in place: Z becomes H
         return H.transpose(0, 1)
 
@@ -168,13 +168,10 @@ class _Recurrence(torch.autograd.Function):
         dW = G.new_zeros(d, d) if need_W else None
         dbias = G.new_zeros(bias.shape) if need_b else None
         if ctx.native is not None:
-            complex_ = activation == "modrelu_complex"
             db = ctx.native.backward(G, Z, H, Wt, bias, ACTIVATIONS.index(activation), eps, eps_sqrt, slope,
                                      dW, max(1, CHUNK // (B * d)))      # complex modReLU: dW too, in blocks
             if need_b:
                 dbias = db
-            if need_W and L > 1 and not complex_:
-                dW.addmm_(H[:-1].reshape(-1, d).T, G[1:].reshape(-1, d))
         # The per-step activation factors are computed for a block of steps at a time: bulk ops
         # on blocks that stay in cache, and no state-sized scratch buffer (no page faults either).
         elif activation == "modrelu_complex":
@@ -229,8 +226,8 @@ class _Recurrence(torch.autograd.Function):
                         Gs[t].mul_(factor[t - t0])
                 if need_b:                                             # modrelu_real: ds/db = sign(h)
                     dbias.add_(torch.sign(Hc).mul_(G[t0:t1]).sum((0, 1)))
-            if need_W and L > 1:
-                dW.addmm_(H[:-1].reshape(-1, d).T, G[1:].reshape(-1, d))  # one GEMM over all steps
+        if need_W and L > 1 and activation != "modrelu_complex":   # both loops: one GEMM over all steps
+            dW.addmm_(H[:-1].reshape(-1, d).T, G[1:].reshape(-1, d))
         g0 = G[0] if h0.shape[0] == B else G[0].sum(0, keepdim=True)
         if need_W:
             dW.addmm_(h0.expand(g0.shape[0], d).T, g0)

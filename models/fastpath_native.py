@@ -62,16 +62,15 @@ def kernel():
 
 def status(on_cpu: bool = True) -> dict:
     """Which loops the fast path uses on the CPU (or, ``on_cpu=False``, on an accelerator), and
-    why: result.json's ``recurrence_kernel``. Builds the compiled loops if they are wanted."""
+    why: result.json's ``recurrence_kernel``. Builds the compiled loops if they are wanted, and
+    raises like :func:`kernel` when ``BENCH_KERNEL=native`` cannot have them."""
     choice = requested()
     if not on_cpu:
         return {"kernel": "torch", "reason": "the compiled loops are CPU-only"}
+    if kernel() is not None:                # BENCH_KERNEL=native that cannot build is refused here
+        return {"kernel": "native", "reason": f"BENCH_KERNEL={choice}: compiled from {SOURCE.name}"}
     if choice == "torch":
         return {"kernel": "torch", "reason": "BENCH_KERNEL=torch"}
-    if _module is None and _failure is None:
-        _build()
-    if _module is not None:
-        return {"kernel": "native", "reason": f"BENCH_KERNEL={choice}: compiled from {SOURCE.name}"}
     return {"kernel": "torch", "reason": f"the compiled recurrence could not be built: {_failure}"}
 
 

@@ -66,6 +66,8 @@ def test_failed_build_auto_says_so_native_refuses(fresh, monkeypatch, capsys):
     monkeypatch.setenv("BENCH_KERNEL", "native")
     with pytest.raises(ConfigError, match="BENCH_KERNEL=native, but the compiled recurrence could not be built"):
         fastpath_native.kernel()
+    with pytest.raises(ConfigError, match="BENCH_KERNEL=native, but"):     # bench run asks this before any work
+        fastpath_native.status()
 
 
 @pytest.mark.skipif(not HAS_COMPILER, reason="no C++ compiler: the compiled loops cannot be built here")
